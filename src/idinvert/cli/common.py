@@ -1,0 +1,66 @@
+"""Options and helpers shared by the verbs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from tqdm import tqdm
+
+from ..errors import ConfigError
+from ..pack import ModelPack, load_pack
+from ..training.common import resolve_device
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … or auto (CUDA when present)")
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress output (for scripts)")
+
+
+def add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, metavar="PACK",
+                        help="model pack folder (default: the bundled default pack)")
+
+
+def device_of(args: argparse.Namespace) -> torch.device:
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {args.device}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def open_pack(args: argparse.Namespace, **kwargs) -> ModelPack:
+    return load_pack(args.model, device=device_of(args), **kwargs)
+
+
+def info(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr)
+
+
+@contextmanager
+def progress(args: argparse.Namespace, total: int, desc: str) -> Iterator[tqdm]:
+    """A progress bar on stderr, silent with --quiet (and for work under a second, tqdm's mininterval)."""
+    bar = tqdm(total=total, desc=desc, disable=getattr(args, "quiet", False) or total == 0,
+               file=sys.stderr, dynamic_ncols=True, mininterval=0.5, delay=1.0)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def parse_pair(text: str, name: str) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} takes two numbers like -3,3; got {text!r}") from None
+    return a, b

@@ -1,0 +1,277 @@
+"""The inversion engine: encoder-only, in-domain (Eq. 4), MSE-based and masked inversion.
+
+One optimisation loop (``optimize_codes``) serves every optimisation-based method. It
+minimises, for each image i and its W+ code z_i ``[L, C]``,
+
+    L_i = λ_pix·mean((x_i − G(z_i))²·m) + λ_vgg·mean((F(x_i·m) − F(G(z_i)·m))²)
+          + λ_dom·mean((z_i − E(G(z_i)))²)
+
+with Adam (lr 0.01, default betas) from an initial code (E(x) for in-domain inversion, N(0, 1)
+or the mean code for the MSE baseline). ``m`` is an optional pixel mask (semantic diffusion);
+λ_dom = 0 gives the baselines. The per-image losses are summed, so each image follows the same
+trajectory as when optimised alone. The networks are frozen while optimising: gradients flow
+through them to the code, but no parameter gradient is computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, NonFiniteError
+from .networks import DomainGuidedEncoder, StyleGANGenerator, VGG16Features
+
+METHODS = ("in-domain", "encoder", "mse", "conventional")
+INITS = ("encoder", "random", "mean")
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """Settings of one inversion; the defaults are the paper's in-domain inversion."""
+
+    method: str = "in-domain"  # in-domain (Eq. 4) | encoder (E only) | mse (baseline) | conventional (Eq. 1 E)
+    steps: int = 100  # T, Adam iterations (num_iterations)
+    lr: float = 0.01  # Adam learning rate (learning_rate)
+    lambda_pix: float = 1.0  # weight of the pixel MSE (reconstruction_loss_weight)
+    lambda_vgg: float | None = None  # λ_vgg; None = the pack's calibrated value (5e-5 for Caffe VGG)
+    lambda_dom: float = 2.0  # λ_dom of Eq. 4 (regularization_loss_weight); in-domain only
+    init: str | None = None  # encoder | random | mean; None = encoder (in-domain), random (mse)
+    early_stop: float | None = None  # stop an image once its loss changes by less than this, relatively,
+    patience: int = 10  # … over this many steps
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
+        if self.init is not None and self.init not in INITS:
+            raise ConfigError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
+        if self.steps < 0 or self.lr <= 0 or self.patience < 1:
+            raise ConfigError("steps must be ≥ 0, lr > 0 and patience ≥ 1")
+        if min(self.lambda_pix, self.lambda_dom, self.lambda_vgg or 0.0) < 0:
+            raise ConfigError("loss weights must be non-negative")
+
+    @property
+    def optimises(self) -> bool:
+        return self.method in ("in-domain", "mse")
+
+    @property
+    def initialisation(self) -> str:
+        if self.init is not None:
+            return self.init
+        return "random" if self.method == "mse" else "encoder"
+
+    @property
+    def domain_weight(self) -> float:
+        return self.lambda_dom if self.method == "in-domain" else 0.0
+
+
+@dataclass
+class InversionResult:
+    """What an inversion produced; tensors on the pack's device, images in [-1, 1]."""
+
+    codes: torch.Tensor  # [N, L, C] final codes
+    init_codes: torch.Tensor  # [N, L, C] starting codes (E(x), random or mean)
+    encoder_codes: torch.Tensor | None  # [N, L, C] E(x) when an encoder was run, else None
+    reconstructions: torch.Tensor  # [N, 3, R, R] G(codes)
+    encoder_reconstructions: torch.Tensor | None  # [N, 3, R, R] G(E(x)), the "encoder output" image
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # term → [T, N] per step, per image
+    steps_run: torch.Tensor | None = None  # [N] optimisation steps each image ran
+    seconds: float = 0.0
+    config: InversionConfig | None = None
+
+    def final_losses(self) -> list[dict[str, float]]:
+        """Per image, each loss term at the last step it ran (empty dicts if nothing was optimised)."""
+        n = self.codes.shape[0]
+        if not self.losses or self.steps_run is None:
+            return [{} for _ in range(n)]
+        out = []
+        for i in range(n):
+            last = int(self.steps_run[i]) - 1
+            out.append({k: float(v[last, i]) for k, v in self.losses.items()} if last >= 0 else {})
+        return out
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module | None) -> Iterator[None]:
+    """Eval mode and no parameter gradients inside the block; previous state restored after."""
+    saved = []
+    for m in modules:
+        if m is None:
+            continue
+        saved.append((m, m.training, [(p, p.requires_grad) for p in m.parameters()]))
+        m.eval()
+        m.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, training, flags in saved:
+            m.train(training)
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+
+@dataclass
+class OptimizationTrace:
+    codes: torch.Tensor  # [N, L, C]
+    losses: dict[str, torch.Tensor]  # [T, N]
+    steps_run: torch.Tensor  # [N]
+
+
+def optimize_codes(generator: StyleGANGenerator, perceptual: VGG16Features | None, target: torch.Tensor,
+                   init_codes: torch.Tensor, *, steps: int, lr: float = 0.01, lambda_pix: float = 1.0,
+                   lambda_vgg: float = 0.0, lambda_dom: float = 0.0,
+                   encoder: DomainGuidedEncoder | None = None, mask: torch.Tensor | None = None,
+                   early_stop: float | None = None, patience: int = 10,
+                   callback: Callable[[int, dict[str, torch.Tensor]], None] | None = None) -> OptimizationTrace:
+    """The single optimisation loop (see the module docstring for the objective).
+
+    target ``[N, 3, R, R]``, init_codes ``[N, L, C]``, mask ``[N or 1, 1, R, R]`` (1 = constrained).
+    ``callback(step, losses)`` is called after every step with the per-image loss terms ``[N]``.
+    Call it with the networks frozen (``frozen(...)``) for speed; results are the same either way.
+    """
+    n = target.shape[0]
+    if init_codes.shape[0] != n:
+        raise ValueError(f"{n} images but {init_codes.shape[0]} initial codes")
+    if lambda_dom > 0 and encoder is None:
+        raise ConfigError("the domain regulariser (λ_dom > 0) needs an encoder")
+    use_vgg = lambda_vgg > 0 and perceptual is not None
+    masked_target = target if mask is None else target * mask
+    with torch.no_grad():
+        target_features = perceptual(masked_target) if use_vgg else None
+    z = init_codes.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=lr)
+    names = ["total", "pix"] + (["vgg"] if use_vgg else []) + (["dom"] if lambda_dom > 0 else [])
+    history = {k: torch.zeros(steps, n) for k in names}
+    active = torch.ones(n, dtype=torch.bool, device=z.device)
+    steps_run = torch.zeros(n, dtype=torch.long)
+    for step in range(steps):
+        recon = generator.synthesis(z)
+        diff = recon - target if mask is None else (recon - target) * mask
+        terms = {"pix": diff.square().flatten(1).mean(dim=1)}
+        if use_vgg:
+            recon_in = recon if mask is None else recon * mask
+            terms["vgg"] = (perceptual(recon_in) - target_features).square().flatten(1).mean(dim=1)
+        if lambda_dom > 0:
+            terms["dom"] = (z - encoder(recon)).square().flatten(1).mean(dim=1)
+        total = lambda_pix * terms["pix"]
+        if use_vgg:
+            total = total + lambda_vgg * terms["vgg"]
+        if lambda_dom > 0:
+            total = total + lambda_dom * terms["dom"]
+        terms["total"] = total
+        if not torch.isfinite(total).all():
+            bad = torch.nonzero(~torch.isfinite(total)).flatten().tolist()
+            raise NonFiniteError(f"the loss became NaN/inf at step {step + 1} for image(s) {bad}; "
+                                 f"lower the learning rate (--lr)")
+        optimizer.zero_grad(set_to_none=True)
+        total.sum().backward()
+        previous = z.detach().clone() if not bool(active.all()) else None
+        optimizer.step()
+        if previous is not None:
+            with torch.no_grad():
+                z[~active] = previous[~active]
+        detached = {k: v.detach().cpu() for k, v in terms.items()}
+        cpu_active = active.cpu()
+        for k in names:
+            history[k][step] = torch.where(cpu_active, detached[k], history[k][step - 1] if step else 0)
+        steps_run += cpu_active.long()
+        if callback is not None:
+            callback(step + 1, detached)
+        if early_stop is not None and step + 1 >= patience:
+            before = history["total"][step + 1 - patience]
+            change = (before - history["total"][step]).abs() / before.abs().clamp(min=1e-12)
+            active &= (change >= early_stop).to(active.device)
+            if not bool(active.any()):
+                history = {k: v[: step + 1] for k, v in history.items()}
+                break
+    return OptimizationTrace(codes=z.detach(), losses=history, steps_run=steps_run)
+
+
+def encode(encoder: DomainGuidedEncoder, images: torch.Tensor) -> torch.Tensor:
+    """E(x) in eval mode, no gradients: ``[N, L, C]``."""
+    with frozen(encoder), torch.no_grad():
+        return encoder(images)
+
+
+def initial_codes(kind: str, n: int, generator: StyleGANGenerator, *, encoded: torch.Tensor | None,
+                  rng: torch.Generator | None = None) -> torch.Tensor:
+    shape = (n, generator.num_layers, generator.w_dim)
+    w_avg = generator.truncation.w_avg
+    if kind == "encoder":
+        assert encoded is not None
+        return encoded
+    if kind == "random":  # N(0, 1) in W+ (TF invert.py --random_init)
+        return torch.randn(shape, generator=rng).to(w_avg.device, w_avg.dtype)
+    return w_avg.view(1, 1, -1).expand(shape).clone()  # the mean code
+
+
+def invert(images: torch.Tensor, pack, config: InversionConfig | None = None, *,
+           mask: torch.Tensor | None = None, batch_size: int | None = None,
+           rng: torch.Generator | None = None,
+           callback: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None) -> InversionResult:
+    """Invert images ``[N, 3, R, R]`` in [-1, 1] with a ``ModelPack``.
+
+    ``batch_size`` splits the work (results do not depend on it); ``rng`` seeds random
+    initialisation; ``callback(batch_index, step, losses)`` reports progress.
+    """
+    config = config or InversionConfig()
+    generator, res = pack.generator, pack.generator.resolution
+    if images.ndim != 4 or images.shape[1:] != (3, res, res):
+        raise ValueError(f"expected images [N, 3, {res}, {res}] in [-1, 1], got {list(images.shape)}")
+    encoder = pack.conventional_encoder if config.method == "conventional" else pack.encoder
+    needs_encoder = config.method in ("encoder", "conventional") or config.initialisation == "encoder" \
+        or config.domain_weight > 0
+    if needs_encoder and encoder is None:
+        which = "conventional encoder" if config.method == "conventional" else "encoder"
+        raise ConfigError(f"pack {pack.name!r} has no {which}; choose another --method")
+    lambda_vgg = pack.perceptual_config.lambda_vgg if config.lambda_vgg is None else config.lambda_vgg
+    images = images.to(pack.device)
+    start = time.perf_counter()
+    chunks = []
+    size = batch_size or images.shape[0]
+    with frozen(generator, pack.perceptual, encoder):
+        for b, lo in enumerate(range(0, images.shape[0], size)):
+            x = images[lo:lo + size]
+            encoded = encode(encoder, x) if encoder is not None else None
+            m = None if mask is None else (mask if mask.shape[0] == 1 else mask[lo:lo + size])
+            init = initial_codes(config.initialisation, x.shape[0], generator, encoded=encoded, rng=rng)
+            if config.optimises and config.steps > 0:
+                trace = optimize_codes(
+                    generator, pack.perceptual, x, init, steps=config.steps, lr=config.lr,
+                    lambda_pix=config.lambda_pix, lambda_vgg=lambda_vgg, lambda_dom=config.domain_weight,
+                    encoder=encoder, mask=m,
+                    early_stop=config.early_stop, patience=config.patience,
+                    callback=None if callback is None else (lambda s, l, b=b: callback(b, s, l)))
+            else:
+                trace = OptimizationTrace(codes=init, losses={}, steps_run=torch.zeros(x.shape[0], dtype=torch.long))
+            chunks.append((encoded, init, trace))
+        with torch.no_grad():
+            codes = torch.cat([t.codes for _, _, t in chunks])
+            init_codes = torch.cat([i for _, i, _ in chunks])
+            recon = torch.cat([generator.synthesis(c) for c in codes.split(size)])
+            encoder_codes = torch.cat([e for e, _, _ in chunks]) if encoder is not None else None
+            unchanged = (not config.optimises or config.steps == 0) and config.initialisation == "encoder"
+            if encoder_codes is None or unchanged:
+                encoder_recon = recon if encoder_codes is not None else None
+            else:
+                encoder_recon = torch.cat([generator.synthesis(c) for c in encoder_codes.split(size)])
+    losses = {}
+    if chunks[0][2].losses:
+        t = max(c[2].losses["total"].shape[0] for c in chunks)
+        losses = {k: torch.cat([_pad_steps(c[2].losses[k], t) for c in chunks], dim=1) for k in chunks[0][2].losses}
+    return InversionResult(
+        codes=codes, init_codes=init_codes, encoder_codes=encoder_codes,
+        reconstructions=recon, encoder_reconstructions=encoder_recon, losses=losses,
+        steps_run=torch.cat([c[2].steps_run for c in chunks]), seconds=time.perf_counter() - start,
+        config=replace(config, lambda_vgg=lambda_vgg))
+
+
+def _pad_steps(history: torch.Tensor, steps: int) -> torch.Tensor:
+    """Repeat the last row of a ``[t, N]`` history (an early-stopped batch) up to ``steps`` rows."""
+    if history.shape[0] >= steps:
+        return history
+    return torch.cat([history, history[-1:].expand(steps - history.shape[0], -1)])

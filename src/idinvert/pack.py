@@ -1,0 +1,263 @@
+"""Model packs: the project's own checkpoint format.
+
+A pack is a folder::
+
+    config.json                  format, name, every network's configuration, perceptual setup
+    generator.safetensors        G (required)
+    encoder.safetensors          domain-guided E (optional)
+    discriminator.safetensors    D from training (optional)
+    conventional_encoder.safetensors   the baseline encoder of Eq. 1 (optional)
+    vgg16.safetensors            VGG16 weights when they are not the offline default (optional)
+    README.md                    the model card
+    boundaries/*.npy, ...        files that later features add (listed in config.json)
+
+Weights hold no code (safetensors); floating tensors may be stored in float16 and are
+loaded as float32. This module is the only place that reads or writes packs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import (DiscriminatorConfig, EncoderConfig, GeneratorConfig, PerceptualConfig, from_dict,
+                     to_dict)
+from .errors import CheckpointError
+from .networks import Discriminator, DomainGuidedEncoder, StyleGANGenerator, VGG16Features
+from .official import load_strict
+from .perceptual import build_perceptual
+
+PACK_FORMAT = "idinvert-pack"
+PACK_VERSION = 1
+DEFAULT_PACK = "default"
+BUNDLED_PACKS = {"default": "utkface64"}  # names users may pass instead of a folder
+
+_NETWORKS = {  # config.json key: (file, network class, config class)
+    "generator": ("generator.safetensors", StyleGANGenerator, GeneratorConfig),
+    "encoder": ("encoder.safetensors", DomainGuidedEncoder, EncoderConfig),
+    "discriminator": ("discriminator.safetensors", Discriminator, DiscriminatorConfig),
+    "conventional_encoder": ("conventional_encoder.safetensors", DomainGuidedEncoder, EncoderConfig),
+}
+
+
+@dataclass
+class ModelPack:
+    """Networks and settings loaded from a pack folder."""
+
+    name: str
+    generator: StyleGANGenerator
+    perceptual: VGG16Features
+    perceptual_config: PerceptualConfig
+    encoder: DomainGuidedEncoder | None = None
+    discriminator: Discriminator | None = None
+    conventional_encoder: DomainGuidedEncoder | None = None
+    path: Path | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.generator.truncation.w_avg.device
+
+    @property
+    def resolution(self) -> int:
+        return self.generator.resolution
+
+    @property
+    def code_shape(self) -> tuple[int, int]:
+        return (self.generator.num_layers, self.generator.w_dim)
+
+    def networks(self) -> dict[str, nn.Module]:
+        nets = {"generator": self.generator, "perceptual": self.perceptual}
+        for key in ("encoder", "discriminator", "conventional_encoder"):
+            if getattr(self, key) is not None:
+                nets[key] = getattr(self, key)
+        return nets
+
+    def to(self, device: torch.device | str) -> "ModelPack":
+        for net in self.networks().values():
+            net.to(device)
+        return self
+
+    def file(self, relative: str) -> Path:
+        """A file that the pack lists (boundaries, predictors, …), checked to exist."""
+        if self.path is None:
+            raise CheckpointError(f"pack {self.name!r} has no folder")
+        path = (self.path / relative).resolve()
+        if self.path.resolve() not in path.parents or not path.is_file():
+            raise CheckpointError(f"pack {self.name!r} lists {relative!r}, which is missing from {self.path}")
+        return path
+
+
+def bundled_pack_dir(name: str = DEFAULT_PACK) -> Path:
+    folder = BUNDLED_PACKS.get(name, name)
+    return Path(str(resources.files("idinvert"))) / "packs" / folder
+
+
+def resolve_pack(path_or_name: str | os.PathLike | None) -> Path:
+    """A pack folder from a path or a bundled name (``None`` means the default pack)."""
+    if path_or_name is None:
+        path_or_name = DEFAULT_PACK
+    path = Path(path_or_name)
+    if path.is_dir():
+        return path
+    if str(path_or_name) in BUNDLED_PACKS or (isinstance(path_or_name, str) and os.sep not in path_or_name
+                                              and bundled_pack_dir(path_or_name).is_dir()):
+        bundled = bundled_pack_dir(str(path_or_name))
+        if (bundled / "config.json").is_file():
+            return bundled
+        raise CheckpointError(f"no {path_or_name!r} model pack is bundled with this installation; "
+                              f"pass --model PACK_DIR (make one with `idinvert convert` or `idinvert train-encoder`)")
+    if path.exists():
+        raise CheckpointError(f"{path} is not a model pack folder")
+    raise CheckpointError(f"{path}: no such model pack (expected a folder with config.json, or the name 'default')")
+
+
+def read_pack_config(folder: Path) -> dict[str, Any]:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{folder} is not a model pack: config.json is missing")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{config_path} is not valid JSON ({exc}); restore the pack") from None
+    if not isinstance(config, dict) or config.get("format") != PACK_FORMAT:
+        raise CheckpointError(f"{config_path} is not an idinvert model pack (format must be {PACK_FORMAT!r})")
+    if config.get("format_version", 0) > PACK_VERSION:
+        raise CheckpointError(f"{folder} needs a newer idinvert (pack format {config['format_version']})")
+    if not isinstance(config.get("generator"), dict):
+        raise CheckpointError(f"{config_path} has no generator configuration")
+    return config
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the pack is incomplete")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def load_network(folder: Path, key: str, config: dict) -> nn.Module:
+    filename, cls, config_cls = _NETWORKS[key]
+    net = cls(from_dict(config_cls, config[key], what=f"{folder}/config.json [{key}]"))
+    return load_strict(net, _read_safetensors(folder / filename), str(folder / filename)).eval()
+
+
+def load_pack(path_or_name: str | os.PathLike | None = None, *, device: torch.device | str = "cpu",
+              with_discriminator: bool = False) -> ModelPack:
+    """Load a pack folder (or the bundled ``"default"``) onto ``device``, networks in eval mode."""
+    folder = resolve_pack(path_or_name)
+    config = read_pack_config(folder)
+    nets = {}
+    for key in _NETWORKS:
+        if config.get(key) and (key != "discriminator" or with_discriminator):
+            nets[key] = load_network(folder, key, config)
+    generator = nets["generator"]
+    perceptual_entry = dict(config.get("perceptual") or {"convention": "torchvision"})
+    weights_file = perceptual_entry.pop("weights", None)
+    perceptual_config = from_dict(PerceptualConfig, perceptual_entry, what=f"{folder}/config.json [perceptual]")
+    perceptual = build_perceptual(perceptual_config, folder / weights_file if weights_file else None)
+    pack = ModelPack(name=config.get("name", folder.name), generator=generator, perceptual=perceptual,
+                     perceptual_config=perceptual_config, encoder=nets.get("encoder"),
+                     discriminator=nets.get("discriminator"),
+                     conventional_encoder=nets.get("conventional_encoder"), path=folder, config=config)
+    _check_code_shapes(pack)
+    return pack.to(device)
+
+
+def _check_code_shapes(pack: ModelPack) -> None:
+    for key in ("encoder", "conventional_encoder"):
+        enc = getattr(pack, key)
+        if enc is not None and (enc.config.num_layers, enc.config.w_dim) != pack.code_shape:
+            raise CheckpointError(f"pack {pack.name!r}: the {key} predicts codes "
+                                  f"[{enc.config.num_layers}, {enc.config.w_dim}] but the generator takes "
+                                  f"{list(pack.code_shape)}")
+
+
+def _state_for_file(net: nn.Module, half: bool) -> dict[str, torch.Tensor]:
+    state = {}
+    for k, v in net.state_dict().items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        state[k] = v.contiguous()
+    return state
+
+
+def save_pack(folder: str | os.PathLike, *, name: str, generator: StyleGANGenerator,
+              perceptual_config: PerceptualConfig, encoder: DomainGuidedEncoder | None = None,
+              discriminator: Discriminator | None = None,
+              conventional_encoder: DomainGuidedEncoder | None = None,
+              vgg_state: dict[str, torch.Tensor] | None = None, card: str | None = None,
+              half: bool = False, extra_config: dict[str, Any] | None = None,
+              extra_files: dict[str, str | os.PathLike] | None = None, overwrite: bool = False) -> Path:
+    """Write a pack folder atomically (built beside the target, then renamed into place).
+
+    ``extra_files`` maps names inside the pack to files to copy in; ``extra_config`` adds
+    top-level entries to ``config.json`` (e.g. ``boundaries``, ``framing``).
+    """
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise CheckpointError(f"{folder} already exists; choose another folder or remove it first")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        config: dict[str, Any] = {"format": PACK_FORMAT, "format_version": PACK_VERSION, "name": name}
+        nets = {"generator": generator, "encoder": encoder, "discriminator": discriminator,
+                "conventional_encoder": conventional_encoder}
+        for key, net in nets.items():
+            config[key] = to_dict(net.config) if net is not None else None
+            if net is not None:
+                filename = _NETWORKS[key][0]
+                save_file(_state_for_file(net, half), str(staging / filename),
+                          metadata={"network": key, "dtype": "float16" if half else "float32"})
+        config["perceptual"] = to_dict(perceptual_config)
+        if vgg_state is not None:
+            save_file({k: v.contiguous() for k, v in vgg_state.items()}, str(staging / "vgg16.safetensors"),
+                      metadata={"convention": perceptual_config.convention})
+            config["perceptual"]["weights"] = "vgg16.safetensors"
+        config.update(extra_config or {})
+        for relative, source in (extra_files or {}).items():
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (staging / "README.md").write_text(card or _default_card(config), encoding="utf-8")
+        _swap_into_place(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _swap_into_place(staging: Path, folder: Path) -> None:
+    old = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _default_card(config: dict) -> str:
+    g = config["generator"]
+    lines = [f"# Model pack `{config['name']}`", "",
+             f"- generator: {g['resolution']}×{g['resolution']}, W+ codes [{2 * (g['resolution'].bit_length() - 1) - 2}, {g['w_dim']}]",
+             f"- encoder: {'yes' if config.get('encoder') else 'no'}",
+             f"- conventional encoder: {'yes' if config.get('conventional_encoder') else 'no'}",
+             f"- perceptual: VGG16 conv4_3, {config['perceptual']['convention']} convention, "
+             f"λ_vgg = {config['perceptual']['lambda_vgg']}", ""]
+    return "\n".join(lines)

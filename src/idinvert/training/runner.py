@@ -1,0 +1,137 @@
+"""The long-run driver shared by every trainer: checkpoint, resume, snapshots, progress, stop.
+
+A run folder holds ``checkpoint.pt`` (written atomically every ``checkpoint_minutes``, at each
+snapshot, at the end and on Ctrl-C/SIGTERM), ``train_config.json``, ``log.jsonl`` (losses and
+throughput) and ``samples/*.png`` (a grid per snapshot). ``resume=True`` continues exactly:
+the networks, optimisers, EMA state and the data cursor come back from the checkpoint, and
+all random draws are functions of the step, so the continuation equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from tqdm import tqdm
+
+from ..errors import CheckpointError
+from ..fileio import write_json
+from .common import Distributed, StopRequest, Throughput, distributed_any, load_checkpoint, save_checkpoint
+
+
+class Trainer(Protocol):
+    images_seen: int
+    step_index: int
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class RunOptions:
+    run_dir: Path
+    total_images: int
+    resume: bool = False
+    checkpoint_minutes: float = 10.0
+    snapshot_images: int = 50_000  # a sample grid (and a checkpoint) every this many images
+    log_every: int = 20  # steps between log lines
+    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time
+    quiet: bool = False
+
+
+@dataclass
+class RunOutcome:
+    finished: bool  # reached total_images
+    interrupted: bool  # stopped by a signal or max_minutes
+    images_seen: int
+    seconds: float
+
+
+def _check_run_dir(options: RunOptions, config: dict) -> None:
+    ckpt = options.run_dir / "checkpoint.pt"
+    saved = options.run_dir / "train_config.json"
+    if ckpt.exists() and not options.resume:
+        raise CheckpointError(f"{options.run_dir} already holds a run; pass --resume to continue it "
+                              f"or choose another run folder")
+    if options.resume and saved.is_file():
+        old = json.loads(saved.read_text())
+        ignore = {"total_kimg"}
+        diff = sorted(k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k))
+        if diff:
+            raise CheckpointError(f"{options.run_dir} was started with other settings ({', '.join(diff)}); "
+                                  f"resume with the same settings or start a new run folder")
+
+
+def run_training(trainer: Trainer, step: Callable[[], dict[str, float]], options: RunOptions, *,
+                 config: dict[str, Any], world: Distributed,
+                 snapshot: Callable[[Path], None] | None = None) -> RunOutcome:
+    """Call ``step()`` until ``trainer.images_seen`` reaches the total, checkpointing as it goes."""
+    options.run_dir.mkdir(parents=True, exist_ok=True)
+    _check_run_dir(options, config)
+    ckpt_path = options.run_dir / "checkpoint.pt"
+    if options.resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        trainer.load_state_dict(state["trainer"])
+        elapsed = float(state.get("seconds", 0.0))
+    elif options.resume:
+        raise CheckpointError(f"{ckpt_path}: no checkpoint to resume from")
+    else:
+        elapsed = 0.0
+    if world.is_main:
+        write_json(options.run_dir / "train_config.json", config)
+
+    def checkpoint() -> None:
+        if world.is_main:
+            save_checkpoint(ckpt_path, {"trainer": trainer.state_dict(), "seconds": elapsed,
+                                        "config": json.dumps(config)})
+
+    start = time.perf_counter()
+    last_ckpt = start
+    next_snapshot = (trainer.images_seen // options.snapshot_images + 1) * options.snapshot_images
+    rate = Throughput()
+    bar = tqdm(total=options.total_images, initial=trainer.images_seen, unit="img", unit_scale=True,
+               disable=options.quiet or not world.is_main, dynamic_ncols=True)
+    interrupted = False
+    log_file = options.run_dir / "log.jsonl"
+    with StopRequest() as stop:
+        while trainer.images_seen < options.total_images:
+            before = trainer.images_seen
+            losses = step()
+            images = trainer.images_seen - before
+            speed = rate.update(images)
+            elapsed_now = elapsed + time.perf_counter() - start
+            bar.update(images)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()} | {"img/s": f"{speed:.1f}"}, refresh=False)
+            if world.is_main and trainer.step_index % options.log_every == 0:
+                with open(log_file, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": trainer.step_index, "images": trainer.images_seen,
+                                        "seconds": round(elapsed_now, 1), "img_per_s": round(speed, 2),
+                                        **{k: round(v, 5) for k, v in losses.items()}}) + "\n")
+            out_of_time = options.max_minutes is not None and \
+                time.perf_counter() - start > options.max_minutes * 60
+            if distributed_any(stop.requested or out_of_time, world):
+                interrupted = True
+                break
+            if trainer.images_seen >= next_snapshot:
+                next_snapshot += options.snapshot_images
+                if snapshot is not None and world.is_main:
+                    snapshot(options.run_dir / "samples" / f"{trainer.images_seen:09d}.png")
+                elapsed, start = elapsed_now, time.perf_counter()
+                checkpoint()
+                last_ckpt = time.perf_counter()
+            elif time.perf_counter() - last_ckpt > options.checkpoint_minutes * 60:
+                elapsed, start = elapsed_now, time.perf_counter()
+                checkpoint()
+                last_ckpt = time.perf_counter()
+    bar.close()
+    elapsed += time.perf_counter() - start
+    checkpoint()
+    finished = trainer.images_seen >= options.total_images
+    if finished and snapshot is not None and world.is_main:
+        snapshot(options.run_dir / "samples" / f"{trainer.images_seen:09d}.png")
+    return RunOutcome(finished=finished, interrupted=interrupted, images_seen=trainer.images_seen,
+                      seconds=elapsed)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from idinvert.config import EncoderConfig, GeneratorConfig
+from idinvert.networks import DomainGuidedEncoder, StyleGANGenerator
+from idinvert.pack import save_pack
+from idinvert.perceptual import default_perceptual_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("IDINVERT_SHARED", REPO.parent / "shared"))
+SHARED_DATA = SHARED / "data"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def tiny_generator_config(resolution: int = 32) -> GeneratorConfig:
+    return GeneratorConfig(resolution=resolution, z_dim=32, w_dim=32, mapping_layers=2, mapping_fmaps=32,
+                           fmaps_base=512, fmaps_max=32)
+
+
+def tiny_networks(seed: int = 0, resolution: int = 32):
+    torch.manual_seed(seed)
+    g = StyleGANGenerator(tiny_generator_config(resolution)).eval()
+    e = DomainGuidedEncoder(EncoderConfig(resolution=resolution, num_layers=g.num_layers, w_dim=g.w_dim,
+                                          channels_base=8, channels_max=32)).eval()
+    # A usable BN state: unit running variance, as after training on normalised data.
+    return g, e
+
+
+@pytest.fixture(scope="session")
+def tiny_pack_dir(tmp_path_factory) -> Path:
+    g, e = tiny_networks()
+    folder = tmp_path_factory.mktemp("packs") / "tiny"
+    save_pack(folder, name="tiny", generator=g, encoder=e,
+              perceptual_config=default_perceptual_config("torchvision"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_pack(tiny_pack_dir):
+    from idinvert.pack import load_pack
+
+    return load_pack(tiny_pack_dir)
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared data folder beside the repository; CI always has it)")
+    return path

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from idinvert.errors import CheckpointError
+from idinvert.pack import load_pack, resolve_pack, save_pack
+from idinvert.perceptual import TORCHVISION_LAMBDA_VGG, default_perceptual_config
+
+from conftest import tiny_networks
+
+
+def test_roundtrip_is_exact(tiny_pack_dir):
+    g, e = tiny_networks()
+    pack = load_pack(tiny_pack_dir)
+    for k, v in g.state_dict().items():
+        assert torch.equal(pack.generator.state_dict()[k], v), k
+    for k, v in e.state_dict().items():
+        assert torch.equal(pack.encoder.state_dict()[k], v), k
+    assert pack.perceptual_config.convention == "torchvision"
+    assert pack.perceptual_config.lambda_vgg == TORCHVISION_LAMBDA_VGG
+    assert (tiny_pack_dir / "README.md").is_file()
+    assert not pack.generator.training and not pack.encoder.training
+
+
+def test_half_precision_pack_is_close(tmp_path):
+    g, e = tiny_networks()
+    save_pack(tmp_path / "half", name="half", generator=g, encoder=e, half=True,
+              perceptual_config=default_perceptual_config("torchvision"))
+    pack = load_pack(tmp_path / "half")
+    wp = torch.randn(2, g.num_layers, g.w_dim)
+    with torch.no_grad():
+        assert (pack.generator.synthesis(wp) - g.synthesis(wp)).abs().max() < 0.02
+    assert pack.generator.synthesis.layer1.conv.weight.dtype == torch.float32
+
+
+def test_existing_folder_is_not_overwritten(tiny_pack_dir):
+    g, _ = tiny_networks()
+    with pytest.raises(CheckpointError, match="already exists"):
+        save_pack(tiny_pack_dir, name="x", generator=g, perceptual_config=default_perceptual_config("torchvision"))
+
+
+def test_broken_packs_give_one_line_errors(tiny_pack_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_pack_dir, broken)
+    (broken / "encoder.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="encoder.safetensors is missing"):
+        load_pack(broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_pack(broken)
+    (broken / "config.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(CheckpointError, match="not an idinvert model pack"):
+        load_pack(broken)
+    with pytest.raises(CheckpointError, match="no such model pack"):
+        resolve_pack(tmp_path / "absent")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointError, match="not a model pack folder"):
+        resolve_pack(tmp_path / "file")
+
+
+def test_truncated_weights_file(tiny_pack_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "cut"
+    shutil.copytree(tiny_pack_dir, broken)
+    data = (broken / "generator.safetensors").read_bytes()
+    (broken / "generator.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="generator.safetensors"):
+        load_pack(broken)
