@@ -16,7 +16,7 @@ from ..images import expand_inputs, is_image_file, read_image, read_images, save
 from ..inversion import METHODS, InversionConfig, InversionResult, invert
 from ..pack import ModelPack
 from ..report import Report, environment, write_outputs
-from .common import add_device, add_model, add_quiet, device_of, info, open_pack, progress
+from .common import add_device, add_model, add_quiet, info, open_pack, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     add_inversion_options(p)
-    p.add_argument("--batch-size", type=int, default=4, help="images optimised together (default 4)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images optimised together (default: 1 on CPU, where it is fastest per image; 8 on GPU)")
     add_device(p)
     add_quiet(p)
     p.set_defaults(run=run)
@@ -57,6 +58,11 @@ def inversion_config(args: argparse.Namespace) -> InversionConfig:
                            patience=args.patience)
 
 
+def default_batch_size(pack: ModelPack) -> int:
+    """1 on CPU (batching is slower per image there: benchmarks/results), 8 on a GPU."""
+    return 8 if pack.device.type == "cuda" else 1
+
+
 def run_inversion(args: argparse.Namespace, pack: ModelPack, images: torch.Tensor,
                   config: InversionConfig, batch_size: int) -> InversionResult:
     if batch_size < 1:
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs)
     pack = open_pack(args)
     images = read_images(paths, pack.resolution)
-    result = run_inversion(args, pack, images, config, args.batch_size)
+    result = run_inversion(args, pack, images, config, args.batch_size or default_batch_size(pack))
     with StagedOutput(args.out) as stage:
         write_inversion(stage.path, unique_names(paths), paths, images, result, pack)
     info(args, f"inverted {len(paths)} image(s) in {result.seconds:.1f} s → {args.out}/index.html")
@@ -150,5 +156,5 @@ def codes_from_inputs(args: argparse.Namespace, pack: ModelPack, inputs: list[st
     if bad:
         raise ImageError(f"{bad[0]}: expected an invert output folder or image files")
     images = read_images(paths, pack.resolution)
-    result = run_inversion(args, pack, images, InversionConfig(), batch_size=4)
+    result = run_inversion(args, pack, images, InversionConfig(), batch_size=default_batch_size(pack))
     return Inverted(unique_names(paths), result.codes, images, ", ".join(map(str, inputs)))
