@@ -23,7 +23,7 @@ def _optional_verbs() -> list:
     import importlib
 
     verbs = []
-    for name in ("edit", "apps", "train", "evaluate", "attributes", "demo", "serve", "compare"):
+    for name in ("edit", "apps", "align", "train", "evaluate", "attributes", "demo", "serve", "compare"):
         try:
             verbs.append(importlib.import_module(f"{__name__}.{name}"))
         except ModuleNotFoundError as exc:
