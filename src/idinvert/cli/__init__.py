@@ -45,10 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "quiet", False):
-        warnings.filterwarnings("ignore")
     try:
-        status = args.run(args)
+        with warnings.catch_warnings():
+            if getattr(args, "quiet", False):
+                warnings.simplefilter("ignore")
+            status = args.run(args)
     except IdinvertError as exc:
         print(f"idinvert: error: {exc}", file=sys.stderr)
         return 2

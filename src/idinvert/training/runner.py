@@ -46,7 +46,8 @@ class RunOptions:
 @dataclass
 class RunOutcome:
     finished: bool  # reached total_images
-    interrupted: bool  # stopped by a signal or max_minutes
+    interrupted: bool  # stopped early, by a signal or max_minutes
+    by_signal: bool  # stopped by Ctrl-C / SIGTERM
     images_seen: int
     seconds: float
 
@@ -95,7 +96,7 @@ def run_training(trainer: Trainer, step: Callable[[], dict[str, float]], options
     rate = Throughput()
     bar = tqdm(total=options.total_images, initial=trainer.images_seen, unit="img", unit_scale=True,
                disable=options.quiet or not world.is_main, dynamic_ncols=True)
-    interrupted = False
+    interrupted = by_signal = False
     log_file = options.run_dir / "log.jsonl"
     with StopRequest() as stop:
         while trainer.images_seen < options.total_images:
@@ -106,7 +107,7 @@ def run_training(trainer: Trainer, step: Callable[[], dict[str, float]], options
             elapsed_now = elapsed + time.perf_counter() - start
             bar.update(images)
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()} | {"img/s": f"{speed:.1f}"}, refresh=False)
-            if world.is_main and trainer.step_index % options.log_every == 0:
+            if world.is_main and (trainer.step_index % options.log_every == 0 or trainer.step_index == 1):
                 with open(log_file, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"step": trainer.step_index, "images": trainer.images_seen,
                                         "seconds": round(elapsed_now, 1), "img_per_s": round(speed, 2),
@@ -114,7 +115,7 @@ def run_training(trainer: Trainer, step: Callable[[], dict[str, float]], options
             out_of_time = options.max_minutes is not None and \
                 time.perf_counter() - start > options.max_minutes * 60
             if distributed_any(stop.requested or out_of_time, world):
-                interrupted = True
+                interrupted, by_signal = True, stop.requested
                 break
             if trainer.images_seen >= next_snapshot:
                 next_snapshot += options.snapshot_images
@@ -133,5 +134,5 @@ def run_training(trainer: Trainer, step: Callable[[], dict[str, float]], options
     finished = trainer.images_seen >= options.total_images
     if finished and snapshot is not None and world.is_main:
         snapshot(options.run_dir / "samples" / f"{trainer.images_seen:09d}.png")
-    return RunOutcome(finished=finished, interrupted=interrupted, images_seen=trainer.images_seen,
-                      seconds=elapsed)
+    return RunOutcome(finished=finished, interrupted=interrupted, by_signal=by_signal,
+                      images_seen=trainer.images_seen, seconds=elapsed)

@@ -1,0 +1,177 @@
+"""Training verbs: ``prepare-data``, ``train-gan``, ``train-encoder``, ``train-conventional``, ``export``.
+
+Every training verb runs in a run folder (``--run-dir``), checkpoints atomically, continues exactly
+with ``--resume``, stops cleanly on Ctrl-C (checkpoint first), and at the end writes a model
+pack into ``RUN_DIR/pack``. Under ``torchrun --nproc_per_node=K`` the verbs train data-parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
+from ..pack import load_pack
+from ..training.common import init_distributed
+from ..training.data import prepare_dataset
+from ..training.drivers import export_run, run_encoder, run_gan
+from ..training.encoder import EncoderTrainConfig
+from ..training.gan import GANTrainConfig
+from ..training.runner import RunOptions
+from .common import add_device, add_quiet, info, progress
+
+PRESETS = {
+    # The default face pack: small enough to train on a 2-core CPU with progressive growing.
+    "small64": dict(resolution=64, z_dim=256, w_dim=256, mapping_fmaps=256, fmaps_base=2048, fmaps_max=128),
+    # The official styleganinv_*256 configuration.
+    "official256": dict(resolution=256),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare-data", help="decode images once into a training cache",
+                       description="Image folder, tar file or list file → images.npy + index.json at one "
+                                   "resolution (centre crop, Lanczos). Corrupt files are reported and skipped.")
+    p.add_argument("source", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--resolution", type=int, required=True)
+    p.add_argument("--labels", type=Path, help="CSV with a 'file' column (and e.g. 'split')")
+    p.add_argument("--split", help="keep only rows whose 'split' column has this value (e.g. train)")
+    p.add_argument("--limit", type=int, help="keep at most this many images")
+    add_quiet(p)
+    p.set_defaults(run=run_prepare)
+
+    p = sub.add_parser("train-gan", help="train a StyleGAN with the per-layer W+ mapping")
+    p.add_argument("--data", required=True, type=Path, help="a folder made by prepare-data")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="small64")
+    p.add_argument("--resolution", type=int, help="override the preset's resolution")
+    p.add_argument("--w-dim", type=int)
+    p.add_argument("--fmaps-base", type=int)
+    p.add_argument("--fmaps-max", type=int)
+    p.add_argument("--mapping-layers", type=int)
+    d = GANTrainConfig()
+    p.add_argument("--kimg", type=float, default=1500.0, help="thousands of images to show (default 1500)")
+    p.add_argument("--batch", type=int, default=32, help="global minibatch (default 32)")
+    p.add_argument("--batch-low", type=int, default=64, help="minibatch at resolutions ≤ 16 (default 64)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--gamma", type=float, default=d.r1_gamma, help="R1 γ (default 10)")
+    p.add_argument("--r1-interval", type=int, default=4, help="lazy R1 every N steps (1 = every step)")
+    p.add_argument("--lod-initial", type=int, default=8, help="progressive growing starts here (default 8)")
+    p.add_argument("--lod-kimg", type=float, default=150.0, help="kimg per resolution and per fade-in")
+    p.add_argument("--no-mirror", action="store_true")
+    _add_run_options(p)
+    p.set_defaults(run=run_train_gan)
+
+    for kind in ("encoder", "conventional"):
+        p = sub.add_parser(f"train-{kind}",
+                           help="train the domain-guided encoder on real images" if kind == "encoder" else
+                           "train the conventional (Eq. 1) encoder baseline on generated codes")
+        p.add_argument("--pack", required=True, type=Path,
+                       help="pack with the generator" + (" and discriminator (from train-gan)" if kind == "encoder" else ""))
+        if kind == "encoder":
+            p.add_argument("--data", required=True, type=Path, help="a folder made by prepare-data")
+        e = EncoderTrainConfig()
+        p.add_argument("--kimg", type=float, default=200.0, help="thousands of images (default 200)")
+        p.add_argument("--batch", type=int, default=16, help="global minibatch (default 16)")
+        p.add_argument("--lr", type=float, default=e.lr)
+        p.add_argument("--channels-base", type=int, default=None, help="default: 64 (32 below 256 px)")
+        p.add_argument("--channels-max", type=int, default=None, help="default: 1024 (256 below 256 px)")
+        if kind == "encoder":
+            p.add_argument("--lambda-adv", type=float, default=e.lambda_adv, help="λ_adv (default 0.1, the paper's)")
+            p.add_argument("--lambda-vgg", type=float, default=None, help="λ_vgg (default: the pack's)")
+            p.add_argument("--gamma", type=float, default=e.r1_gamma)
+        p.set_defaults(run=run_train_encoder, kind="domain-guided" if kind == "encoder" else "conventional")
+        _add_run_options(p)
+
+    p = sub.add_parser("export", help="write a model pack from a training run's latest checkpoint")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--name")
+    add_quiet(p)
+    p.set_defaults(run=run_export)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=True, type=Path,
+                   help="run folder (checkpoints, samples, final pack)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run exactly")
+    p.add_argument("--max-minutes", type=float, help="stop with a checkpoint after this much time (resumable chunks)")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    p.add_argument("--snapshot-kimg", type=float, default=25.0, help="sample grid + checkpoint interval")
+    p.add_argument("--name", help="name of the final pack")
+    p.add_argument("--seed", type=int, default=None)
+    add_device(p)
+    add_quiet(p)
+
+
+def _options(args: argparse.Namespace, total_kimg: float) -> RunOptions:
+    return RunOptions(run_dir=args.run_dir, total_images=int(total_kimg * 1000), resume=args.resume,
+                      checkpoint_minutes=args.checkpoint_minutes,
+                      snapshot_images=max(1, int(args.snapshot_kimg * 1000)), max_minutes=args.max_minutes,
+                      quiet=args.quiet)
+
+
+def _report(args: argparse.Namespace, outcome, what: str) -> int:
+    if outcome.finished:
+        info(args, f"{what} finished after {outcome.images_seen} images ({outcome.seconds / 60:.1f} min); "
+                   f"pack: {args.run_dir / 'pack'}")
+        return 0
+    info(args, f"{what} stopped at {outcome.images_seen} images with a checkpoint; continue with --resume")
+    return 130 if outcome.by_signal else 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    with progress(args, 0, "preparing") as bar:
+        prepare_dataset(args.source, args.out, resolution=args.resolution, labels=args.labels, split=args.split,
+                        limit=args.limit, progress=lambda n: bar.update(1))
+    from ..training.data import ImageDataset
+
+    ds = ImageDataset(args.out)
+    info(args, f"prepared {len(ds)} images at {ds.resolution}px in {args.out} "
+               f"({len(ds.index['skipped'])} unreadable skipped)")
+    return 0
+
+
+def run_train_gan(args: argparse.Namespace) -> int:
+    g_kwargs = dict(PRESETS[args.preset])
+    for key in ("resolution", "w_dim", "fmaps_base", "fmaps_max", "mapping_layers"):
+        if getattr(args, key) is not None:
+            g_kwargs[key] = getattr(args, key)
+    if args.w_dim is not None:  # z, w and the mapping's hidden width move together
+        g_kwargs["z_dim"] = g_kwargs["mapping_fmaps"] = args.w_dim
+    generator = GeneratorConfig(**g_kwargs)
+    discriminator = DiscriminatorConfig(resolution=generator.resolution, fmaps_base=generator.fmaps_base,
+                                        fmaps_max=generator.fmaps_max)
+    low = tuple((r, args.batch_low) for r in (8, 16) if r < generator.resolution)
+    config = GANTrainConfig(generator=generator, discriminator=discriminator, total_kimg=args.kimg,
+                            batch_size=args.batch, minibatch_by_resolution=low, lr=args.lr, r1_gamma=args.gamma,
+                            r1_interval=args.r1_interval, lod_initial_resolution=min(args.lod_initial, generator.resolution),
+                            lod_training_kimg=args.lod_kimg, lod_transition_kimg=args.lod_kimg,
+                            mirror=not args.no_mirror, seed=args.seed if args.seed is not None else 0)
+    world = init_distributed(args.device)
+    outcome = run_gan(config, args.data, _options(args, args.kimg), world=world, name=args.name or "gan")
+    return _report(args, outcome, "GAN training")
+
+
+def run_train_encoder(args: argparse.Namespace) -> int:
+    world = init_distributed(args.device)
+    pack = load_pack(args.pack, device="cpu")
+    small = pack.resolution < 256
+    encoder = EncoderConfig(resolution=pack.resolution, num_layers=pack.code_shape[0], w_dim=pack.code_shape[1],
+                            channels_base=args.channels_base or (32 if small else 64),
+                            channels_max=args.channels_max or (256 if small else 1024))
+    extra = {}
+    if args.kind == "domain-guided":
+        extra = dict(lambda_adv=args.lambda_adv, lambda_vgg=args.lambda_vgg, r1_gamma=args.gamma)
+    config = EncoderTrainConfig(encoder=encoder, total_kimg=args.kimg, batch_size=args.batch, lr=args.lr,
+                                kind=args.kind, seed=args.seed if args.seed is not None else 1000, **extra)
+    del pack
+    outcome = run_encoder(config, args.pack, getattr(args, "data", None), _options(args, args.kimg), world=world,
+                          name=args.name)
+    return _report(args, outcome, f"{args.kind} encoder training")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    path = export_run(args.run_dir, args.out, name=args.name)
+    info(args, f"wrote model pack {path}")
+    return 0

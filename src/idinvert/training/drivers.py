@@ -1,0 +1,169 @@
+"""Training runs end to end: data → trainer → checkpoints → model pack.
+
+Each run folder records its kind and settings in ``train_config.json``; ``export_run`` turns
+the latest checkpoint of any run (finished or not) into a model pack, so a long run can be
+used before it ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, from_dict
+from ..errors import CheckpointError
+from ..images import make_grid, save_image
+from ..pack import ModelPack, load_pack, save_pack
+from ..perceptual import default_perceptual_config
+from .common import Distributed, load_checkpoint
+from .data import BatchSampler, ImageDataset, load_batch
+from .encoder import ConventionalTrainer, EncoderTrainConfig, EncoderTrainer
+from .gan import GANTrainConfig, GANTrainer, json_ready, train_gan
+from .runner import RunOptions, RunOutcome, run_training
+
+
+def gan_config_from_dict(data: dict) -> GANTrainConfig:
+    data = dict(data)
+    data["generator"] = from_dict(GeneratorConfig, data["generator"])
+    data["discriminator"] = from_dict(DiscriminatorConfig, data["discriminator"])
+    data["minibatch_by_resolution"] = tuple(tuple(p) for p in data.get("minibatch_by_resolution", ()))
+    return GANTrainConfig(**data)
+
+
+def encoder_config_from_dict(data: dict) -> EncoderTrainConfig:
+    data = dict(data)
+    data["encoder"] = from_dict(EncoderConfig, data["encoder"])
+    return EncoderTrainConfig(**data)
+
+
+def save_gan_pack(trainer: GANTrainer, folder: Path, *, name: str, card: str | None = None) -> Path:
+    """The EMA generator (lod 0) and the discriminator as a pack (no encoder yet)."""
+    generator = copy.deepcopy(trainer.Gs).cpu()
+    with torch.no_grad():
+        generator.synthesis.lod.zero_()
+    return save_pack(folder, name=name, generator=generator, discriminator=copy.deepcopy(trainer.D).cpu().eval(),
+                     perceptual_config=default_perceptual_config("torchvision"), card=card, overwrite=True)
+
+
+def run_gan(config: GANTrainConfig, data_dir: Path, options: RunOptions, *, world: Distributed,
+            name: str = "gan") -> RunOutcome:
+    dataset = ImageDataset(data_dir)
+    record = {"kind": "gan", "data": str(data_dir), **json_ready(_asdict(config))}
+    trainer, outcome = train_gan(config, dataset, options, world=world, config_dict=record)
+    if outcome.finished and world.is_main:
+        save_gan_pack(trainer, options.run_dir / "pack", name=name)
+    return outcome
+
+
+def _asdict(config) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def run_encoder(config: EncoderTrainConfig, pack_dir: Path, data_dir: Path | None, options: RunOptions, *,
+                world: Distributed, name: str | None = None) -> RunOutcome:
+    """Train the domain-guided (needs data and a pack with D) or conventional encoder of a pack."""
+    pack = load_pack(pack_dir, device=world.device, with_discriminator=True)
+    record = {"kind": config.kind, "pack": str(pack_dir), "data": str(data_dir) if data_dir else None,
+              **json_ready(_asdict(config))}
+    trainer, step, snapshot = _encoder_run_parts(config, pack, data_dir, world)
+    outcome = run_training(trainer, step, options, config=record, world=world, snapshot=snapshot)
+    if outcome.finished and world.is_main:
+        save_encoder_pack(trainer, pack, options.run_dir / "pack", name=name or pack.name)
+    return outcome
+
+
+def _encoder_run_parts(config: EncoderTrainConfig, pack: ModelPack, data_dir: Path | None, world: Distributed):
+    _check_encoder_fits(config.encoder, pack)
+    if config.kind == "conventional":
+        trainer = ConventionalTrainer(config, pack.generator, world)
+        fixed = torch.randn(8, pack.generator.config.z_dim, generator=torch.Generator().manual_seed(7))
+        with torch.no_grad():
+            targets = pack.generator.synthesis(pack.generator.mapping(fixed.to(world.device)))
+
+        def step() -> dict[str, float]:
+            return trainer.train_step(config.batch_size)
+    else:
+        if pack.discriminator is None:
+            raise CheckpointError(f"pack {pack.name!r} has no discriminator; the domain-guided encoder is "
+                                  f"trained against the GAN's D (train the GAN with idinvert train-gan)")
+        if data_dir is None:
+            raise CheckpointError("the domain-guided encoder trains on real images: pass --data")
+        dataset = ImageDataset(data_dir)
+        if dataset.resolution != pack.resolution:
+            raise CheckpointError(f"{data_dir} is prepared at {dataset.resolution}px, the pack makes "
+                                  f"{pack.resolution}px images; prepare the data at {pack.resolution}")
+        lambda_vgg = pack.perceptual_config.lambda_vgg if config.lambda_vgg is None else config.lambda_vgg
+        trainer = EncoderTrainer(config, pack.generator, pack.discriminator, pack.perceptual, lambda_vgg, world)
+        sampler = BatchSampler(len(dataset), seed=config.seed, mirror=config.mirror)
+        targets = dataset.batch(torch.arange(min(8, len(dataset))).numpy()).to(world.device)
+
+        def step() -> dict[str, float]:
+            reals = load_batch(dataset, sampler, trainer.images_seen, config.batch_size)
+            return trainer.train_step(reals[world.local_slice(config.batch_size)].to(world.device))
+
+    def snapshot(path: Path) -> None:
+        trainer.E.eval()
+        with torch.no_grad():
+            recon = pack.generator.synthesis(trainer.E(targets))
+        trainer.E.train()
+        save_image(make_grid(torch.cat([targets, recon]).cpu(), columns=len(targets)), path)
+
+    return trainer, step, snapshot
+
+
+def _check_encoder_fits(encoder: EncoderConfig, pack: ModelPack) -> None:
+    if (encoder.resolution, encoder.num_layers, encoder.w_dim) != (pack.resolution, *pack.code_shape):
+        raise CheckpointError(f"the encoder configuration ({encoder.resolution}px → [{encoder.num_layers}, "
+                              f"{encoder.w_dim}]) does not fit the pack ({pack.resolution}px → "
+                              f"{list(pack.code_shape)})")
+
+
+def save_encoder_pack(trainer, pack: ModelPack, folder: Path, *, name: str, card: str | None = None) -> Path:
+    """The base pack with the trained encoder added (and, for the domain-guided kind, its fine-tuned D)."""
+    trained = copy.deepcopy(trainer.E)
+    trained.set_sync_batch_norm(False)
+    nets = {"encoder": pack.encoder, "conventional_encoder": pack.conventional_encoder,
+            "discriminator": pack.discriminator}
+    if isinstance(trainer, ConventionalTrainer):
+        nets["conventional_encoder"] = trained
+    else:
+        nets["encoder"], nets["discriminator"] = trained, trainer.D
+    nets = {k: copy.deepcopy(v).cpu().eval() if v is not None else None for k, v in nets.items()}
+    own_keys = ("format", "format_version", "name", "generator", "encoder", "discriminator",
+                "conventional_encoder", "perceptual")
+    kept = {k: v for k, v in pack.config.items() if k not in own_keys}
+    extra_files = {rel: pack.file(rel) for rel in (pack.config.get("boundaries") or {}).values()}
+    return save_pack(folder, name=name, generator=copy.deepcopy(pack.generator).cpu(),
+                     perceptual_config=pack.perceptual_config, card=card, overwrite=True, extra_config=kept,
+                     extra_files=extra_files, **nets)
+
+
+def export_run(run_dir: Path, out: Path, *, name: str | None = None) -> Path:
+    """A model pack from the latest checkpoint of a run (finished or not)."""
+    config_path = run_dir / "train_config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{run_dir} is not a training run folder (train_config.json missing)")
+    record = json.loads(config_path.read_text())
+    kind = record.pop("kind", "gan")
+    state = load_checkpoint(run_dir / "checkpoint.pt")["trainer"]
+    if kind == "gan":
+        record.pop("data", None)
+        trainer = GANTrainer(gan_config_from_dict(record))
+        trainer.load_state_dict(state)
+        return save_gan_pack(trainer, out, name=name or out.name)
+    pack = load_pack(record.pop("pack"), with_discriminator=True)
+    record.pop("data", None)
+    config = encoder_config_from_dict({**record, "kind": kind})
+    if kind == "conventional":
+        trainer = ConventionalTrainer(config, pack.generator)
+    else:
+        trainer = EncoderTrainer(config, pack.generator, pack.discriminator, pack.perceptual, 0.0)
+    trainer.load_state_dict(state)
+    return save_encoder_pack(trainer, pack, out, name=name or pack.name)
