@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -56,6 +57,16 @@ def progress(args: argparse.Namespace, total: int, desc: str) -> Iterator[tqdm]:
         yield bar
     finally:
         bar.close()
+
+
+MAX_LR = 1e6  # far above any useful rate; Adam's first step (10·lr) must stay a finite float32
+
+
+def check_lr(lr: float) -> float:
+    """--lr as a positive, finite learning rate (a huge one overflows Adam's update with a traceback)."""
+    if not (math.isfinite(lr) and 0 < lr <= MAX_LR):
+        raise ConfigError(f"--lr {lr:g}: use a positive learning rate up to {MAX_LR:g} (the default is 0.01)")
+    return lr
 
 
 def parse_pair(text: str, name: str) -> tuple[float, float]:

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ImageError
+from ..errors import ConfigError, ImageError, NonFiniteError
 from ..fileio import StagedOutput, check_output_dir
 from ..images import expand_inputs, is_image_file, read_image, read_images, save_image, unique_names
 from ..inversion import METHODS, InversionConfig, InversionResult, invert
 from ..pack import ModelPack
 from ..report import Report, environment, write_outputs
-from .common import add_device, add_model, add_quiet, info, open_pack, progress
+from .common import add_device, add_model, add_quiet, check_lr, info, open_pack, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def add_inversion_options(p: argparse.ArgumentParser) -> None:
 
 
 def inversion_config(args: argparse.Namespace) -> InversionConfig:
-    return InversionConfig(method=args.method, steps=args.steps, lr=args.lr, lambda_vgg=args.lambda_vgg,
+    return InversionConfig(method=args.method, steps=args.steps, lr=check_lr(args.lr), lambda_vgg=args.lambda_vgg,
                            lambda_dom=args.lambda_dom, init=args.init, early_stop=args.early_stop,
                            patience=args.patience)
 
@@ -139,10 +139,13 @@ def read_invert_dir(folder: Path, pack: ModelPack) -> Inverted:
         names = json.loads(manifest_path.read_text(encoding="utf-8"))["names"]
         codes = torch.from_numpy(np.load(codes_path, allow_pickle=False)).float()
     except (KeyError, ValueError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{folder}: unreadable manifest.json or codes.npy ({exc})") from None
+        raise ConfigError(f"{folder}: unreadable manifest.json or codes.npy ({exc}); "
+                          f"run `idinvert invert` again") from None
     if codes.ndim != 3 or tuple(codes.shape[1:]) != pack.code_shape or codes.shape[0] != len(names):
         raise ConfigError(f"{codes_path} holds codes {list(codes.shape)}, but the model takes "
                           f"[{len(names)}, {pack.code_shape[0]}, {pack.code_shape[1]}]; invert with this model")
+    if not torch.isfinite(codes).all():
+        raise ConfigError(f"{codes_path} holds NaN or infinite codes; run `idinvert invert` again")
     originals = torch.stack([read_image(folder / f"{n}_ori.png", pack.resolution) for n in names])
     return Inverted(names, codes.to(pack.device), originals, str(folder))
 
@@ -156,5 +159,10 @@ def codes_from_inputs(args: argparse.Namespace, pack: ModelPack, inputs: list[st
     if bad:
         raise ImageError(f"{bad[0]}: expected an invert output folder or image files")
     images = read_images(paths, pack.resolution)
-    result = run_inversion(args, pack, images, InversionConfig(), batch_size=default_batch_size(pack))
+    try:
+        result = run_inversion(args, pack, images, InversionConfig(), batch_size=default_batch_size(pack))
+    except NonFiniteError:
+        raise NonFiniteError(f"inverting {', '.join(map(str, inputs))} with the default settings gave a NaN/inf "
+                             f"loss; check or rebuild the model pack {pack.path}, or run `idinvert invert` with "
+                             f"a lower --lr and pass its folder") from None
     return Inverted(unique_names(paths), result.codes, images, ", ".join(map(str, inputs)))

@@ -1,0 +1,161 @@
+"""``idinvert edit``: move inverted photos along a semantic boundary (official ``manipulate.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..editing import DEFAULT_DISTANCES, Boundary, load_boundary, manipulate, parse_layers, synthesize
+from ..errors import BoundaryError, CheckpointError, ConfigError, NonFiniteError
+from ..fileio import StagedOutput, check_output_dir
+from ..images import save_image
+from ..pack import ModelPack
+from ..report import Report, environment, write_outputs
+from .common import add_device, add_model, add_quiet, info, open_pack, parse_pair, progress
+from .invert import Inverted, codes_from_inputs, default_batch_size, pack_identity, run_inversion
+from .photos import AlignedPhotos, add_align_options, align_photos, paste_faces, photo_file
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    start, end, steps = DEFAULT_DISTANCES
+    p = sub.add_parser("edit", help="edit inverted photos along a semantic boundary (age, smile, pose …)",
+                       description="Move every code of an invert output folder (or photos, inverted first with "
+                                   "the default settings) along a boundary: wp'[l] = wp[l] + d·b[l] on the chosen "
+                                   "layers, for d in linspace(START, END, STEPS). Writes <name>_ori.png, "
+                                   "<name>_inv.png, <name>_stepKK.png, codes.npy [N, STEPS, L, C], manifest.json, "
+                                   "sheet.png and index.html into --out.")
+    # Python < 3.13 takes '-3,3' for an option; this is the rule 3.13 uses (a value when '-' + digit).
+    p._negative_number_matcher = re.compile(r"^-\.?\d")
+    p.add_argument("inputs", nargs="+", metavar="INVERT_DIR_OR_IMAGES")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--boundary", type=Path, metavar="FILE",
+                       help="boundary .npy: the official dict format, or an array [1, C] or [1, L, C]")
+    which.add_argument("--attribute", metavar="NAME", help="a boundary shipped in the model pack, by name")
+    p.add_argument("--distances", default=f"{start:g},{end:g}", metavar="START,END",
+                   help=f"edit distances d from START to END (default {start:g},{end:g})")
+    p.add_argument("--steps", type=int, default=steps, help=f"number of distances (default {steps})")
+    p.add_argument("--layers", default=None, metavar="SPEC",
+                   help="layers to move, like '0-5' or '2,3,4'; '' = all (default: the boundary file's "
+                        "manipulate_layers, else all)")
+    add_align_options(p)
+    add_model(p)
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    add_device(p)
+    add_quiet(p)
+    p.set_defaults(run=run)
+
+
+def boundary_path(args: argparse.Namespace, pack: ModelPack) -> Path:
+    """--boundary, or the pack's file for --attribute."""
+    if args.boundary is not None:
+        return args.boundary
+    shipped = pack.config.get("boundaries") or {}
+    if not isinstance(shipped, dict):
+        raise CheckpointError(f"{pack.path}/config.json: 'boundaries' is not a map of names to files; "
+                              f"fix the pack or pass --boundary FILE")
+    if not shipped:
+        raise BoundaryError(f"the model pack {pack.path} ships no boundaries; pass --boundary FILE instead of "
+                            f"--attribute {args.attribute}")
+    if args.attribute not in shipped:
+        raise BoundaryError(f"the model pack {pack.path} has no boundary {args.attribute!r}; available: "
+                            f"{', '.join(sorted(shipped))}")
+    return pack.file(str(shipped[args.attribute]))
+
+
+def render(args: argparse.Namespace, pack: ModelPack, codes: torch.Tensor, desc: str) -> torch.Tensor:
+    """G(codes) for codes ``[..., L, C]`` with a progress bar; images on the CPU."""
+    count = int(np.prod(codes.shape[:-2]))
+    batch = 8 if pack.device.type == "cuda" else 4
+    with progress(args, count, desc) as bar:
+        images = synthesize(pack.generator, codes, batch_size=batch, callback=bar.update).cpu()
+    if not torch.isfinite(images).all():
+        raise NonFiniteError(f"the model pack {pack.path} synthesises NaN/inf images; check or rebuild the pack")
+    return images
+
+
+def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
+    start, end = parse_pair(args.distances, "--distances")
+    if args.steps < 1:
+        raise ConfigError("--steps must be at least 1")
+    pack = open_pack(args)
+    path = boundary_path(args, pack)
+    boundary: Boundary = load_boundary(path, pack.code_shape)
+    try:
+        layers = parse_layers(boundary.layers if args.layers is None else args.layers, pack.code_shape[0])
+    except ConfigError as exc:  # only --layers can be wrong here: the file's layers were checked on loading
+        raise ConfigError(f"--{exc}") from None
+    aligned = align_photos(pack, args.inputs, face=args.face) if args.align else None
+    inverted = codes_from_inputs(args, pack, args.inputs) if aligned is None else invert_faces(args, pack, aligned)
+    began = time.perf_counter()
+    distances = torch.linspace(start, end, args.steps)
+    edited = manipulate(inverted.codes, boundary, distances=distances, layers=layers)  # [N, K, L, C]
+    images = render(args, pack, edited, "editing")
+    reconstructions = render(args, pack, inverted.codes, "inversions")
+    label = args.attribute or path.stem
+    with StagedOutput(args.out) as stage:
+        np.save(stage.path / "codes.npy", edited.float().cpu().numpy())
+        headers = ["Origin", "Inverted"] + [f"Step {k + 1:02d} (d={d:g})" for k, d in enumerate(distances.tolist())]
+        report = Report(title=f"Manipulation: {label}", headers=headers)
+        for i, name in enumerate(inverted.names):
+            save_image(inverted.originals[i], stage.path / f"{name}_ori.png")
+            save_image(reconstructions[i], stage.path / f"{name}_inv.png")
+            cells = [f"{name}_ori.png", f"{name}_inv.png"]
+            for k in range(len(distances)):
+                save_image(images[i, k], stage.path / f"{name}_step{k + 1:02d}.png")
+                cells.append(f"{name}_step{k + 1:02d}.png")
+            report.add_row(name, cells)
+        if aligned is not None:
+            write_photos(stage.path, report, aligned, reconstructions, images, len(distances))
+        manifest = {
+            "verb": "edit", "names": inverted.names, "inputs": inverted.source, "model": pack_identity(pack),
+            "boundary": {"file": str(path), "attribute": args.attribute, "layers": layers,
+                         "shape": list(boundary.direction.shape), "meta_data": plain(boundary.meta)},
+            "distances": distances.tolist(), "code_shape": list(edited.shape),
+            "seconds": round(time.perf_counter() - began, 3), "environment": environment(pack.device),
+        }
+        write_outputs(stage.path, report, manifest)
+    info(args, f"edited {len(inverted.names)} image(s) along {label} → {args.out}/index.html")
+    return 0
+
+
+def invert_faces(args: argparse.Namespace, pack: ModelPack, aligned: AlignedPhotos) -> Inverted:
+    from ..inversion import InversionConfig
+
+    result = run_inversion(args, pack, aligned.faces, InversionConfig(), default_batch_size(pack))
+    return Inverted(aligned.names, result.codes, aligned.faces, "aligned photos")
+
+
+def write_photos(folder: Path, report: Report, aligned: AlignedPhotos, reconstructions: torch.Tensor,
+                 images: torch.Tensor, steps: int) -> None:
+    """Full photos with the inverted and each edited face pasted back, one report row per photo."""
+    rows = {name: [photo_file(name, "photo")] for name in aligned.photos}
+    for name, photo in aligned.photos.items():
+        save_image(photo, folder / photo_file(name, "photo"))
+    for name, photo in paste_faces(aligned, reconstructions).items():
+        save_image(photo, folder / photo_file(name, "inv_photo"))
+        rows[name].append(photo_file(name, "inv_photo"))
+    for k in range(steps):
+        for name, photo in paste_faces(aligned, images[:, k]).items():
+            save_image(photo, folder / photo_file(name, f"step{k + 1:02d}_photo"))
+            rows[name].append(photo_file(name, f"step{k + 1:02d}_photo"))
+    for name, cells in rows.items():
+        report.add_row(f"{name} (photo)", cells)
+
+
+def plain(value):
+    """JSON-ready copy of a boundary file's meta_data (numpy arrays and scalars become lists and numbers)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("latin1")
+    return value
