@@ -1,0 +1,100 @@
+"""``idinvert serve``: the local web editor (``idinvert.server``)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import threading
+
+from ..errors import ConfigError
+from .common import add_device, add_model, info, open_pack
+
+FLASK_HINT = 'the web editor needs Flask: pip install "flask>=3.0,<4" (or pip install "idinvert[serve]")'
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="a local web editor: upload a photo, invert it, edit it with sliders",
+                       description="Start the web editor and print its address. Photos are uploaded into one "
+                                   "temporary folder per server, deleted when their tab closes or after "
+                                   "--idle-timeout minutes without a request. Listens on 127.0.0.1 only unless "
+                                   "--host says otherwise. Ctrl-C (or SIGTERM) stops it, deletes that folder and "
+                                   "exits with status 0.")
+    add_model(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0 opens it to the "
+                        "network, without any login)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    add_device(p)
+    p.add_argument("--steps", type=int, default=100, help="inversion steps per photo (default 100, the paper's)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default 20 MB)")
+    p.add_argument("--idle-timeout", type=float, default=30.0, metavar="MINUTES",
+                   help="delete a tab's photos after this long without a request (default 30 minutes)")
+    p.add_argument("--alignment", choices=("auto", "dlib", "center"), default="auto",
+                   help="auto: dlib face alignment when installed, else the centre square of the photo")
+    p.set_defaults(run=run)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _stop_on_sigterm():
+    """``kill`` and service managers send SIGTERM: stop as on Ctrl-C (werkzeug ends serve_forever).
+    Returns the previous handler (None outside the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: use 1 to 65535, or 0 for a free port")
+    if not (args.max_upload_mb > 0 and args.idle_timeout > 0 and args.steps >= 0):
+        raise ConfigError("--max-upload-mb and --idle-timeout must be positive and --steps at least 0")
+    try:
+        from ..server import ServerOptions, create_app, make_server
+    except ModuleNotFoundError as exc:
+        if exc.name in ("flask", "werkzeug"):
+            raise ConfigError(FLASK_HINT) from None
+        raise
+    options = ServerOptions(steps=args.steps, max_upload_mb=args.max_upload_mb, idle_timeout=args.idle_timeout * 60,
+                            alignment=args.alignment,
+                            trusted_hosts=("127.0.0.1", "localhost") if args.host in ("127.0.0.1", "localhost")
+                            else None)
+    pack = open_pack(args)
+    app = create_app(pack, options)
+    state, server = app.extensions["idinvert"], None
+    previous_handler = _stop_on_sigterm()
+    try:
+        try:
+            server = make_server(app, args.host, args.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+                              f"choose another --port") from None
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        if state.editor.alignment_notice and args.alignment == "auto":
+            info(args, f"note: {state.editor.alignment_notice}")
+        if not _is_loopback(args.host):
+            info(args, f"warning: --host {args.host} makes the editor reachable from other computers, "
+                       f"with no login")
+        print(f"idinvert editor for pack {pack.name!r} ({pack.resolution} px, {pack.device}): "
+              f"http://{host}:{server.port}/  (Ctrl-C to stop)", flush=True)
+        server.serve_forever()  # returns on Ctrl-C
+    finally:  # every uploaded photo is deleted with the server's folder
+        if server is not None:
+            server.server_close()
+        state.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    info(args, "idinvert serve: stopped; the uploaded photos are deleted")
+    return 0

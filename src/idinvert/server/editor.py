@@ -1,0 +1,306 @@
+"""What the web editor does with a model pack, without any HTTP: find and align faces, invert one,
+compose an edited code, render it, paste it back and run semantic diffusion.
+
+Faces are aligned to the pack's framing (``config.json`` ``"framing"``, else the UTKFace template at
+the pack's resolution) with dlib. Without dlib, or when no face is found, the centre square of the
+photo is used instead and a notice says so. Edits start from the stored W+ code of the inversion,
+so moving a slider costs one generator forward pass and never a re-inversion.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps
+
+from ..align import (INSTALL_HINT, FaceAlignment, align_faces, check_alignment_available, framing_from_config,
+                     paste_back, utkface_framing)
+from ..diffusion import crop_box, diffuse
+from ..editing import (DEFAULT_DISTANCES, Boundary, default_mix_layer_start, interpolate, load_boundary,
+                       manipulate, mix, synthesize)
+from ..errors import ConfigError, IdinvertError, ImageError
+from ..images import RESAMPLE, pil_to_tensor, resize_square, tensor_to_pil, to_rgb
+from ..inversion import InversionConfig, invert
+from ..pack import ModelPack
+
+ALIGNMENTS = ("auto", "dlib", "center")
+EDIT_LIMIT = 10.0  # the largest |d| the server accepts; the sliders span DEFAULT_DISTANCES (±3)
+BLEND_STEPS = 20  # the interpolation slider has BLEND_STEPS + 1 positions, 0 = photo 1, 20 = photo 2
+MIN_PHOTO_SIDE = 16
+PREVIEW_SIDE = 768  # longer side of the photo preview shown in the page
+
+
+@dataclass
+class FaceCrop:
+    """One candidate face of a photo, aligned to the model's framing."""
+
+    image: torch.Tensor  # [3, R, R] in [-1, 1]
+    box: tuple[float, float, float, float]  # (left, top, right, bottom) in photo pixels
+    alignment: FaceAlignment | None  # None: the centre square of the photo, resized
+    detector: str  # "hog", "cnn" or "center"
+    score: float
+
+
+@dataclass(frozen=True)
+class EditParams:
+    """One composed edit: attribute moves on photo 1's code, then interpolation and style mixing."""
+
+    edits: tuple[tuple[str, float], ...] = ()  # (attribute, d): wp'[l] = wp[l] + d·b[l]
+    blend: int = 0  # interpolation position 0–BLEND_STEPS towards photo 2's code
+    mix_start: int | None = None  # first layer taken from photo 2 (the style); None = no mixing
+
+    @property
+    def needs_second(self) -> bool:
+        return self.blend > 0 or self.mix_start is not None
+
+
+def decode_photo(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Uploaded bytes → 8-bit RGB photo with its EXIF orientation applied (ImageError otherwise)."""
+    if not data:
+        raise ImageError("the upload is empty; choose a photo file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if img.width * img.height > max_pixels:
+                    raise ImageError(f"the photo is {img.width}×{img.height} pixels; the limit is "
+                                     f"{max_pixels / 1e6:g} megapixels, so use a smaller photo")
+                img.load()
+                photo = to_rgb(ImageOps.exif_transpose(img))
+    except IdinvertError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(f"the photo is too large; the limit is {max_pixels / 1e6:g} megapixels") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("not an image file (or one Pillow cannot read): upload a PNG, JPEG, WebP, BMP, "
+                         f"TIFF or GIF photo ({type(exc).__name__})") from None
+    if min(photo.size) < MIN_PHOTO_SIDE:
+        raise ImageError(f"the photo is {photo.width}×{photo.height} pixels; use one at least "
+                         f"{MIN_PHOTO_SIDE} pixels a side")
+    return photo
+
+
+def encode_png(image: torch.Tensor | Image.Image, *, compress_level: int = 6) -> bytes:
+    """A tensor ``[3, H, W]`` in [-1, 1] or a PIL image as PNG bytes."""
+    img = image if isinstance(image, Image.Image) else tensor_to_pil(image)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def encode_npy(array: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array.detach().float().cpu().numpy(), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def preview_jpeg(photo: Image.Image, faces: list[FaceCrop], chosen: int | None = None) -> bytes:
+    """The photo, at most PREVIEW_SIDE on its longer side, with the faces framed and numbered from 1."""
+    scale = min(1.0, PREVIEW_SIDE / max(photo.size))
+    preview = photo if scale == 1.0 else photo.resize((max(1, round(photo.width * scale)),
+                                                       max(1, round(photo.height * scale))), RESAMPLE)
+    preview = preview.copy()
+    draw = ImageDraw.Draw(preview)
+    width = max(2, round(max(preview.size) / 250))
+    for k, face in enumerate(faces):
+        if face.detector == "center":
+            continue
+        box = [v * scale for v in face.box]
+        colour = (255, 200, 0) if k == chosen else (0, 200, 255)
+        draw.rectangle(box, outline=colour, width=width)
+        draw.text((box[0] + width + 2, box[1] + width + 1), str(k + 1), fill=colour)
+    buffer = io.BytesIO()
+    preview.save(buffer, format="JPEG", quality=88)
+    return buffer.getvalue()
+
+
+class Editor:
+    """A model pack prepared for interactive editing (networks frozen, boundaries loaded).
+
+    Rendering is thread-safe: the networks are frozen once here and only read afterwards.
+    """
+
+    def __init__(self, pack: ModelPack, *, steps: int = 100, alignment: str = "auto") -> None:
+        if pack.encoder is None:
+            raise ConfigError(f"pack {pack.name!r} has no encoder; the editor's in-domain inversion needs one")
+        if steps < 0:
+            raise ConfigError(f"steps must be ≥ 0; got {steps}")
+        if alignment not in ALIGNMENTS:
+            raise ConfigError(f"alignment must be one of {', '.join(ALIGNMENTS)}; got {alignment!r}")
+        self.pack = pack
+        self.steps = steps
+        for net in pack.networks().values():  # for the server's lifetime: no parameter gradients
+            net.eval().requires_grad_(False)
+        self.boundaries = self._load_boundaries(pack)
+        framing = framing_from_config(pack.config, what=f"{pack.path}/config.json") or utkface_framing(pack.resolution)
+        self.framing = framing if framing.size == pack.resolution else framing.with_size(pack.resolution)
+        self.alignment, self.alignment_notice = self._choose_alignment(alignment)
+        self._detecting = threading.Lock()  # dlib's detectors are not safe to share between threads
+
+    # -- set-up -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _load_boundaries(pack: ModelPack) -> dict[str, Boundary]:
+        entries = pack.config.get("boundaries") or {}
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{pack.path}/config.json: 'boundaries' must map attribute names to files")
+        return {name: load_boundary(pack.file(str(rel)), pack.code_shape) for name, rel in sorted(entries.items())}
+
+    @staticmethod
+    def _choose_alignment(mode: str) -> tuple[str, str | None]:
+        if mode == "center":
+            return "center", "Face alignment is off: the centre square of each photo is used as it is."
+        try:
+            check_alignment_available()
+        except IdinvertError as exc:
+            if mode == "dlib":
+                raise
+            return "center", (f"Face alignment is unavailable ({exc}), so the centre square of each photo is "
+                              f"used as it is; faces that are not centred and upright come out worse. "
+                              f"Install it with: {INSTALL_HINT}")
+        return "dlib", None
+
+    def describe(self) -> dict:
+        """What the page needs to build its controls."""
+        num_layers, w_dim = self.pack.code_shape
+        box = crop_box(self.pack.resolution)
+        low, high, _ = DEFAULT_DISTANCES
+        return {
+            "pack": {"name": self.pack.name, "resolution": self.pack.resolution, "code_shape": [num_layers, w_dim],
+                     "device": str(self.pack.device)},
+            "steps": self.steps,
+            "attributes": [{"name": name, "min": low, "max": high, "step": 0.1,
+                            "layers": list(b.layers) if b.layers is not None else None}
+                           for name, b in self.boundaries.items()],
+            "alignment": {"mode": self.alignment, "notice": self.alignment_notice, "framing": self.framing.name},
+            "blend_steps": BLEND_STEPS,
+            "mix": {"layers": num_layers, "default_start": default_mix_layer_start(num_layers)},
+            "diffusion": {"crop_size": box.size, "center_x": box.left + box.size // 2,
+                          "center_y": box.top + box.size // 2, "resolution": self.pack.resolution},
+        }
+
+    # -- faces --------------------------------------------------------------------------------------
+
+    def find_faces(self, photo: Image.Image) -> tuple[list[FaceCrop], str | None]:
+        """Candidate faces (left to right) and a notice when the centre square stands in for them."""
+        if self.alignment == "dlib":
+            try:
+                with self._detecting:
+                    faces = align_faces(photo, self.framing, name="This photo")
+            except ImageError as exc:  # no face, or too small to look for one
+                return [self.center_crop(photo)], f"{exc}. The centre square of the photo is used instead."
+            return [FaceCrop(f.image, tuple(float(v) for v in f.alignment.face.box), f.alignment,
+                             f.alignment.face.detector, f.alignment.face.score) for f in faces], None
+        return [self.center_crop(photo)], self.alignment_notice
+
+    def center_crop(self, photo: Image.Image) -> FaceCrop:
+        side = min(photo.size)
+        left, top = (photo.width - side) // 2, (photo.height - side) // 2
+        image = pil_to_tensor(resize_square(photo, self.pack.resolution))
+        return FaceCrop(image, (left, top, left + side, top + side), None, "center", 0.0)
+
+    def paste(self, photo: Image.Image, face: torch.Tensor, crop: FaceCrop) -> Image.Image:
+        """The photo at full size with ``face [3, R, R]`` put where ``crop`` came from."""
+        if crop.alignment is not None:
+            return paste_back(photo, face, crop.alignment)
+        left, top, right, _ = (int(v) for v in crop.box)
+        out = photo.copy()
+        side = right - left
+        out.paste(tensor_to_pil(face).resize((side, side), RESAMPLE), (left, top))
+        return out
+
+    # -- inversion and editing ----------------------------------------------------------------------
+
+    def invert(self, face: torch.Tensor, progress: Callable[[int], None] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """In-domain inversion of one face ``[3, R, R]`` → (code ``[1, L, C]``, reconstruction ``[3, R, R]``).
+
+        ``progress(step)`` is called after every step; an exception raised there stops the inversion.
+        """
+        result = invert(face[None], self.pack, InversionConfig(steps=self.steps),
+                        callback=None if progress is None else (lambda b, step, losses: progress(step)))
+        return result.codes[:1], result.reconstructions[0].cpu()
+
+    def parse_params(self, data: object) -> EditParams:
+        """Checked edit parameters from JSON (ConfigError with a readable message otherwise)."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError("edit parameters must be a JSON object")
+        unknown = sorted(set(data) - {"edits", "blend", "mix_start"})
+        if unknown:
+            raise ConfigError(f"unknown edit parameters {unknown}; use edits, blend and mix_start")
+        raw_edits = data.get("edits") or {}
+        if not isinstance(raw_edits, dict):
+            raise ConfigError("edits must map attribute names to distances")
+        edits = []
+        for name, value in raw_edits.items():
+            if name not in self.boundaries:
+                known = ", ".join(self.boundaries) or "none"
+                raise ConfigError(f"unknown attribute {str(name)[:40]!r}; this model pack has: {known}")
+            d = _number(value, f"the distance of {name}")
+            if abs(d) > EDIT_LIMIT:
+                raise ConfigError(f"the distance of {name} is {d:g}; use -{EDIT_LIMIT:g} to {EDIT_LIMIT:g}")
+            if d != 0:
+                edits.append((name, d))
+        blend = _integer(data.get("blend", 0), "blend", 0, BLEND_STEPS)
+        mix_start = data.get("mix_start")
+        if mix_start is not None:
+            mix_start = _integer(mix_start, "mix_start", 0, self.pack.code_shape[0])
+        return EditParams(tuple(edits), blend, mix_start)
+
+    def compose(self, code: torch.Tensor, params: EditParams, second: torch.Tensor | None = None) -> torch.Tensor:
+        """Photo 1's code ``[1, L, C]`` moved along each attribute, then interpolated towards and
+        style-mixed with photo 2's code ``[1, L, C]`` as ``params`` says."""
+        for name, d in params.edits:
+            code = manipulate(code, self.boundaries[name], distances=[d])[:, 0]
+        if params.needs_second:
+            if second is None:
+                raise ConfigError("interpolation and style mixing need a second photo; invert one first")
+            if params.blend > 0:
+                code = interpolate(code, second, steps=BLEND_STEPS - 1, pairwise=True)[:, params.blend]
+            if params.mix_start is not None:
+                code = mix(second, code, layer_start=params.mix_start)[0]
+        return code
+
+    def render(self, code: torch.Tensor) -> torch.Tensor:
+        """G(code) for one code ``[1, L, C]`` → ``[3, R, R]`` on the CPU."""
+        return synthesize(self.pack.generator, code, batch_size=1)[0].cpu()
+
+    def diffuse(self, target: torch.Tensor, context: torch.Tensor, *, crop_size: int, center_x: int,
+                center_y: int, progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Semantic diffusion of target's square into context (both ``[3, R, R]``) → (stitched, result)."""
+        result = diffuse(target[None], context[None], self.pack, crop_size=crop_size, center_x=center_x,
+                         center_y=center_y, steps=self.steps,
+                         callback=None if progress is None else (lambda b, step, losses: progress(step)))
+        return result.stitched[0, 0].cpu(), result.images[0, 0].cpu()
+
+    def check_crop(self, crop_size: object, center_x: object, center_y: object) -> tuple[int, int, int]:
+        values = (_integer(crop_size, "crop_size", 1, self.pack.resolution),
+                  _integer(center_x, "center_x", 0, self.pack.resolution),
+                  _integer(center_y, "center_y", 0, self.pack.resolution))
+        crop_box(self.pack.resolution, crop_size=values[0], center_x=values[1], center_y=values[2])
+        return values
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{what} must be a finite number; got {str(value)[:40]!r}")
+    return float(value)
+
+
+def _integer(value: object, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{what} must be a whole number from {low} to {high}; got {str(value)[:40]!r}")
+    return value
+
+
+__all__ = ["ALIGNMENTS", "BLEND_STEPS", "EditParams", "Editor", "FaceCrop", "decode_photo",
+           "encode_npy", "encode_png", "preview_jpeg"]
