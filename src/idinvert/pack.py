@@ -261,3 +261,28 @@ def _default_card(config: dict) -> str:
              f"- perceptual: VGG16 conv4_3, {config['perceptual']['convention']} convention, "
              f"λ_vgg = {config['perceptual']['lambda_vgg']}", ""]
     return "\n".join(lines)
+
+
+def update_pack(folder: str | os.PathLike, *, config_updates: dict[str, Any] | None = None,
+                files: dict[str, str | os.PathLike] | None = None) -> None:
+    """Add files to an existing pack folder and merge entries into its ``config.json``.
+
+    Each file is copied in atomically before the configuration that names it is rewritten
+    (atomically too), so a pack is never left listing a file it does not have.
+    """
+    from .fileio import atomic_path, write_text
+
+    folder = resolve_pack(folder)
+    config = read_pack_config(folder)
+    for relative, source in (files or {}).items():
+        target = (folder / relative).resolve()
+        if folder.resolve() not in target.parents:
+            raise CheckpointError(f"{relative!r} is outside the pack folder")
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+    for key, value in (config_updates or {}).items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    write_text(folder / "config.json", json.dumps(config, indent=2) + "\n")
