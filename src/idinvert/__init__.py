@@ -11,12 +11,16 @@ Quick start::
 
 __version__ = "0.1.0"
 
+from . import metrics  # noqa: E402
+from .diffusion import DiffusionResult, diffuse  # noqa: E402
+from .editing import Boundary, interpolate, load_boundary, manipulate, mix, save_boundary  # noqa: E402
 from .errors import IdinvertError  # noqa: E402
 from .images import read_image, read_images, save_image  # noqa: E402
 from .inversion import InversionConfig, InversionResult, invert  # noqa: E402
 from .pack import ModelPack, load_pack, save_pack  # noqa: E402
 
 __all__ = [
-    "IdinvertError", "InversionConfig", "InversionResult", "ModelPack", "invert", "load_pack",
-    "read_image", "read_images", "save_image", "save_pack",
+    "Boundary", "DiffusionResult", "IdinvertError", "InversionConfig", "InversionResult", "ModelPack",
+    "diffuse", "interpolate", "invert", "load_boundary", "load_pack", "manipulate", "metrics", "mix",
+    "read_image", "read_images", "save_boundary", "save_image", "save_pack",
 ]

@@ -49,8 +49,8 @@ class InversionConfig:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
         if self.init is not None and self.init not in INITS:
             raise ConfigError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
-        if self.steps < 0 or self.lr <= 0 or self.patience < 1:
-            raise ConfigError("steps must be ≥ 0, lr > 0 and patience ≥ 1")
+        if self.steps < 0 or not 0 < self.lr < float("inf") or self.patience < 1:
+            raise ConfigError("steps must be ≥ 0, lr a finite number > 0 and patience ≥ 1")
         if min(self.lambda_pix, self.lambda_dom, self.lambda_vgg or 0.0) < 0:
             raise ConfigError("loss weights must be non-negative")
 

@@ -61,6 +61,10 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) 
         problems.append(f"wrong shapes: {_summarise(wrong)}")
     if problems:
         raise CheckpointError(f"{source} does not fit {type(module).__name__}: " + "; ".join(problems))
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"{source} holds NaN/inf values ({_summarise(broken)}); it comes from a diverged "
+                              f"or damaged run — use an earlier checkpoint")
     with torch.no_grad():
         for k, v in module.state_dict().items():
             v.copy_(state[k].to(v.dtype))

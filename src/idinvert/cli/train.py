@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
+from ..errors import ConfigError
 from ..pack import load_pack
 from ..training.common import init_distributed
 from ..training.data import prepare_dataset
@@ -38,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", type=Path, help="CSV with a 'file' column (and e.g. 'split')")
     p.add_argument("--split", help="keep only rows whose 'split' column has this value (e.g. train)")
     p.add_argument("--limit", type=int, help="keep at most this many images")
+    p.add_argument("--align", metavar="FRAMING", help="align the largest face of each photo instead of "
+                                                      "centre-cropping: utkface, ffhq, or a pack folder's framing")
     add_quiet(p)
     p.set_defaults(run=run_prepare)
 
@@ -121,9 +124,21 @@ def _report(args: argparse.Namespace, outcome, what: str) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    framing = None
+    if args.align:
+        from ..align import check_alignment_available, ffhq_framing, framing_from_config, utkface_framing
+
+        check_alignment_available()
+        presets = {"utkface": utkface_framing, "ffhq": ffhq_framing}
+        if args.align in presets:
+            framing = presets[args.align](args.resolution)
+        else:
+            framing = framing_from_config(load_pack(args.align).config)
+            if framing is None:
+                raise ConfigError(f"pack {args.align} stores no framing; use --align utkface or ffhq")
     with progress(args, 0, "preparing") as bar:
         prepare_dataset(args.source, args.out, resolution=args.resolution, labels=args.labels, split=args.split,
-                        limit=args.limit, progress=lambda n: bar.update(1))
+                        limit=args.limit, framing=framing, progress=lambda n: bar.update(1))
     from ..training.data import ImageDataset
 
     ds = ImageDataset(args.out)

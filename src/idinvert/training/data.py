@@ -82,10 +82,20 @@ def read_labels(path: str | os.PathLike, *, split: str | None) -> dict[str, dict
     return rows
 
 
-def _decode(data: bytes, resolution: int) -> np.ndarray:
+def _decode(data: bytes, resolution: int, framing=None) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
         img.load()
-        return np.asarray(resize_square(to_rgb(img), resolution), dtype=np.uint8)
+        rgb = to_rgb(img)
+    if framing is None:
+        return np.asarray(resize_square(rgb, resolution), dtype=np.uint8)
+    from ..align import align_face, detect_faces
+    from ..images import tensor_to_uint8
+
+    faces = detect_faces(rgb)
+    if not faces:
+        raise ImageError("no face found")
+    largest = max(faces, key=lambda f: f.size)
+    return tensor_to_uint8(align_face(rgb, largest, framing.with_size(resolution)).image)
 
 
 def dataset_key(source: str | os.PathLike, resolution: int, labels: str | None, split: str | None) -> str:
@@ -97,11 +107,14 @@ def dataset_key(source: str | os.PathLike, resolution: int, labels: str | None, 
 
 def prepare_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, *, resolution: int,
                     labels: str | os.PathLike | None = None, split: str | None = None,
-                    limit: int | None = None, progress: Callable[[int], None] | None = None) -> Path:
+                    limit: int | None = None, framing=None,
+                    progress: Callable[[int], None] | None = None) -> Path:
     """Decode, crop and resize every image once into ``out_dir`` (``images.npy`` + ``index.json``).
 
     With ``labels``, only files listed in the CSV (after the split/duplicate filter) are kept
-    and their rows are stored in the index. Returns ``out_dir``; reuses it if already complete.
+    and their rows are stored in the index. With ``framing`` (an ``align.Framing``), the largest
+    face of each photo is aligned to it instead of centre-cropping; photos without a face are
+    skipped and reported. Returns ``out_dir``; reuses it if already complete.
     """
     out_dir = Path(out_dir)
     if (out_dir / "index.json").is_file() and (out_dir / "images.npy").is_file():
@@ -113,7 +126,7 @@ def prepare_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, *, re
         if label_rows is not None and base not in label_rows:
             continue
         try:
-            arrays.append(_decode(item.read(), resolution))
+            arrays.append(_decode(item.read(), resolution, framing))
         except Exception as exc:  # any decoding failure: report and skip, never stop the preparation
             skipped.append({"file": item.name, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
             warnings.warn(f"skipping unreadable image {item.name}: {skipped[-1]['error']}")
@@ -131,6 +144,7 @@ def prepare_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, *, re
         with open(tmp, "wb") as f:
             np.save(f, np.stack(arrays))
     write_json(out_dir / "index.json", {"source": str(source), "resolution": resolution, "split": split,
+                                        "framing": framing.to_dict() if framing is not None else None,
                                         "names": names, "labels": rows, "skipped": skipped})
     return out_dir
 
