@@ -15,7 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("IDINVERT_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One intra-op thread: the tests run many small tensor operations, for which one thread is faster,
+# and on a busy 2-core machine two OpenMP threads can be 100× slower than one.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Converted weights (VGG16, LPIPS) go to a temporary cache, not the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IDINVERT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 def tiny_generator_config(resolution: int = 32) -> GeneratorConfig:

@@ -26,14 +26,6 @@ from idinvert.perceptual import default_perceptual_config
 L, C = 8, 32  # codes of the tiny 32 px pack
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: with a busy second core, two OpenMP threads can be 100× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _extract_test_images(tar_path: Path, table: Path, count: int, folder: Path) -> list[Path]:
     """The first ``count`` test-split photos of a shared data set (skipping UTKFace duplicates)."""

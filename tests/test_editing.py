@@ -17,14 +17,6 @@ from idinvert.inversion import encode, frozen, optimize_codes
 L, C = 8, 32  # codes of the tiny 32 px pack
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: with a busy second core, two OpenMP threads can be 100× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def codes(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, L, C, generator=torch.Generator().manual_seed(seed))

@@ -29,21 +29,6 @@ from idinvert.metrics.weights import lpips_state_dict
 from idinvert.official import load_strict
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    """Converted weights go to a temporary cache, not the user's."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IDINVERT_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small tensor operations: one thread is several times faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def needs_package(name: str) -> None:
