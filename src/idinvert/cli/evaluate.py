@@ -1,0 +1,267 @@
+"""``idinvert evaluate``: the paper's tables on one pack and one set of held-out real images.
+
+Writes into ``--out``: ``results.json`` (every number), ``results.md`` (the tables),
+``plots/*.png`` (bar charts, the λ_dom curve, edit curves, PR curves) and ``grids/*.png`` (example
+reconstructions, interpolations, edits). Finished parts are cached in ``OUT/cache/`` as they
+complete (codes as safetensors, numbers as JSON, each file written atomically); ``--resume``
+reuses the ones whose pack, images and settings match, so an interrupted CPU run continues
+where it stopped. The result files appear together, only when the run succeeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..attributes import load_predictor
+from ..errors import ConfigError, ImageError
+from ..evaluation.outputs import figures, markdown
+from ..evaluation.suite import (METHOD_KINDS, SKIPPABLE, Evaluation, EvaluationConfig, json_ready,
+                                load_pack_boundaries)
+from ..fileio import StagedOutput, atomic_path, check_output_dir, write_json, write_text
+from ..images import expand_inputs, pil_to_tensor, read_images, resize_square
+from ..report import environment
+from ..training.data import read_labels
+from .common import add_device, add_quiet, info, open_pack, progress
+from .invert import default_batch_size, pack_identity
+
+CACHE_DIR = "cache"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = EvaluationConfig()
+    p = sub.add_parser("evaluate", help="reproduce the paper's tables (inversion, editing, λ_dom ablation, "
+                                        "attributes) on held-out photos",
+                       description="Run Table 1 (encoders, MSE-based optimisation, in-domain inversion: time, "
+                                   "MSE, PSNR, SSIM, LPIPS, ID, FID, SWD), Table 2 (interpolation and manipulation "
+                                   "FID/SWD), the λ_dom ablation (Fig. 9), edit quality along each boundary and "
+                                   "attribute precision-recall from codes (Fig. 3) on the same images. Writes "
+                                   "results.json, results.md, plots/ and grids/ into --out; parts are cached in "
+                                   "OUT/cache and reused with --resume.")
+    p._negative_number_matcher = re.compile(r"^-\.?\d")  # allow --edit-range -3,3,7
+    p.add_argument("--pack", "--model", dest="model", default=None, metavar="PACK",
+                   help="model pack folder (default: the bundled default pack)")
+    p.add_argument("--images", nargs="+", required=True, metavar="DIR_OR_LIST_OR_PREPARED",
+                   help="image folder(s), list file(s), or one folder made by `idinvert prepare-data` "
+                        "(its labels, if any, are the ground truth of Fig. 3)")
+    p.add_argument("--labels", type=Path, metavar="CSV",
+                   help="labels CSV with a 'file' column (basenames) and attribute columns (0/1, age, gender)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--count", type=int, default=None, help="use the first N images (default: all)")
+    p.add_argument("--methods", nargs="+", choices=METHOD_KINDS, default=list(METHOD_KINDS), metavar="METHOD",
+                   help=f"Table 1 methods, some of {' '.join(METHOD_KINDS)} (default: all the pack can run)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"in-domain inversion steps (default {d.steps})")
+    p.add_argument("--steps-mse", default=",".join(map(str, d.steps_mse)), metavar="T1,T2",
+                   help="MSE-based optimisation step counts, one Table 1 row each (default 100,1000)")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--lambda-dom", type=float, default=d.lambda_dom, help=f"λ_dom of Table 1 (default {d.lambda_dom:g})")
+    p.add_argument("--lambda-dom-ablation", default=",".join(f"{v:g}" for v in d.lambda_dom_ablation),
+                   metavar="L1,L2,...", help="λ_dom values of the ablation (default 0,2,40)")
+    p.add_argument("--pairs", type=int, default=d.pairs, help=f"random pairs to interpolate (default {d.pairs})")
+    p.add_argument("--edit-distance", type=float, default=d.edit_distance,
+                   help=f"d of the manipulation column: edits at ±d (default {d.edit_distance:g})")
+    p.add_argument("--edit-range", default="-3,3,7", metavar="START,END,COUNT",
+                   help="distances of the edit-quality sweep (default -3,3,7: -3, -2, …, 3)")
+    p.add_argument("--boundaries", nargs="+", default=None, metavar="NAME",
+                   help="the pack's boundaries to use (default: all)")
+    p.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, metavar="PART",
+                   help="leave out metrics (fid swd lpips id) or parts (interpolation manipulation ablation "
+                        "edits pr)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images inverted together (default: 1 on CPU, 8 on GPU)")
+    p.add_argument("--metric-batch", type=int, default=d.metric_batch,
+                   help=f"images per batch when measuring (default {d.metric_batch}; raise it on a GPU)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of random codes, pairs and SWD (default 0)")
+    p.add_argument("--examples", type=int, default=d.examples, help=f"images in the example grids (default {d.examples})")
+    p.add_argument("--resume", action="store_true", help="reuse the parts an earlier run cached in OUT/cache")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch (default: PyTorch's choice; 1 is often fastest on a busy machine)")
+    add_device(p)
+    add_quiet(p)
+    p.set_defaults(run=run)
+
+
+def _numbers(text: str, option: str, kind=float) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers like 0,2,40; got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} needs at least one value")
+    return values
+
+
+def edit_range(text: str) -> tuple[float, ...]:
+    start, end, count = _numbers(text, "--edit-range")
+    if count != int(count) or count < 2:
+        raise ConfigError(f"--edit-range START,END,COUNT needs COUNT ≥ 2; got {text!r}")
+    return tuple(float(v) for v in np.linspace(start, end, int(count)))
+
+
+def evaluation_config(args: argparse.Namespace, batch_size: int) -> EvaluationConfig:
+    return EvaluationConfig(
+        methods=tuple(dict.fromkeys(args.methods)), steps=args.steps,
+        steps_mse=_numbers(args.steps_mse, "--steps-mse", int),
+        lr=args.lr, lambda_dom=args.lambda_dom,
+        lambda_dom_ablation=_numbers(args.lambda_dom_ablation, "--lambda-dom-ablation"), pairs=args.pairs,
+        edit_distance=args.edit_distance, edit_distances=edit_range(args.edit_range),
+        boundaries=tuple(args.boundaries) if args.boundaries else None, skip=frozenset(args.skip),
+        batch_size=batch_size, metric_batch=args.metric_batch, seed=args.seed, examples=args.examples)
+
+
+# --- the image set ----------------------------------------------------------------------------------
+
+@dataclass
+class ImageSet:
+    names: list[str]
+    images: torch.Tensor  # [N, 3, R, R] in [-1, 1]
+    rows: list[dict] | None  # label rows, one per image
+    source: str
+
+
+def is_prepared(folder: Path) -> bool:
+    return folder.is_dir() and (folder / "index.json").is_file() and (folder / "images.npy").is_file()
+
+
+def load_image_set(inputs: list[str], resolution: int, count: int | None, labels: Path | None) -> ImageSet:
+    """Images (and labels) from a prepared set or from image files, folders and list files."""
+    if count is not None and count < 2:
+        raise ConfigError("--count must be at least 2 (FID, SWD and pairs compare sets)")
+    if len(inputs) == 1 and is_prepared(Path(inputs[0])):
+        from ..training.data import ImageDataset
+
+        ds = ImageDataset(inputs[0])
+        n = len(ds) if count is None else min(count, len(ds))
+        pixels = np.array(ds.images[:n])  # [N, r, r, 3] uint8, copied out of the memory map
+        if ds.resolution == resolution:
+            images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        else:
+            from PIL import Image
+
+            images = torch.stack([pil_to_tensor(resize_square(Image.fromarray(p), resolution)) for p in pixels])
+        names = [Path(name).name for name in ds.names[:n]]
+        rows = [dict(r) for r in ds.labels[:n]] if any(ds.labels[:n]) else None
+        source = str(inputs[0])
+    else:
+        paths = expand_inputs(inputs)
+        paths = paths if count is None else paths[:count]
+        images = read_images(paths, resolution)
+        names, rows, source = [p.name for p in paths], None, ", ".join(map(str, inputs))
+    if images.shape[0] < 2:
+        raise ImageError(f"{source}: the evaluation needs at least 2 images, found {images.shape[0]}")
+    if labels is not None:
+        table = read_labels(labels, split=None)
+        rows = [dict(table.get(name, {})) for name in names]
+        if not any(rows):
+            raise ConfigError(f"{labels}: no row's 'file' matches the images' names (e.g. {names[0]!r})")
+    return ImageSet(names, images, rows, source)
+
+
+# --- the cache folder -------------------------------------------------------------------------------
+
+class FolderCache:
+    """A ``Cache`` in a folder: ``KEY.json`` (numbers, fingerprint) and ``KEY.safetensors`` (tensors).
+
+    The tensors are written first, the JSON last, both atomically: an entry exists only whole.
+    With ``reuse=False`` nothing is read back (entries are still written for a later --resume).
+    """
+
+    def __init__(self, folder: Path, *, reuse: bool) -> None:
+        self.folder, self.reuse = folder, reuse
+
+    def _path(self, key: str, suffix: str) -> Path:
+        return self.folder / (re.sub(r"[^A-Za-z0-9._-]", "_", key) + suffix)
+
+    def load(self, key: str, fingerprint: str) -> dict[str, Any] | None:
+        meta_path = self._path(key, ".json")
+        if not self.reuse or not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("fingerprint") != fingerprint:
+                return None
+            value = dict(meta["value"])
+            if meta.get("tensors"):
+                value.update(load_file(str(self._path(key, ".safetensors"))))
+        except (OSError, ValueError, KeyError, SafetensorError):
+            return None  # a damaged entry is recomputed
+        return value
+
+    def store(self, key: str, fingerprint: str, value: dict[str, Any]) -> None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in value.items() if isinstance(v, torch.Tensor)}
+        plain = {k: v for k, v in value.items() if not isinstance(v, torch.Tensor)}
+        if tensors:
+            with atomic_path(self._path(key, ".safetensors")) as tmp:
+                save_file(tensors, str(tmp))
+        write_json(self._path(key, ".json"), {"key": key, "fingerprint": fingerprint, "tensors": sorted(tensors),
+                                              "value": plain})
+
+
+# --- the verb ---------------------------------------------------------------------------------------
+
+def command_line(args: argparse.Namespace, config: EvaluationConfig) -> str:
+    """The command with every effective setting, to rerun the evaluation exactly."""
+    parts = ["idinvert", "evaluate", "--pack", str(args.model or "default"), "--images", *map(str, args.images)]
+    if args.labels:
+        parts += ["--labels", str(args.labels)]
+    parts += ["--out", str(args.out)]
+    if args.count is not None:
+        parts += ["--count", str(args.count)]
+    if args.threads is not None:
+        parts += ["--threads", str(args.threads)]
+    parts += ["--methods", *config.methods, "--steps", str(config.steps),
+              "--steps-mse", ",".join(map(str, config.steps_mse)), "--lr", f"{config.lr:g}",
+              "--lambda-dom", f"{config.lambda_dom:g}",
+              "--lambda-dom-ablation", ",".join(f"{v:g}" for v in config.lambda_dom_ablation),
+              "--pairs", str(config.pairs), "--edit-distance", f"{config.edit_distance:g}",
+              f"--edit-range={args.edit_range}", "--batch-size", str(config.batch_size),
+              "--metric-batch", str(config.metric_batch), "--seed", str(config.seed)]
+    if config.boundaries:
+        parts += ["--boundaries", *config.boundaries]
+    if config.skip:
+        parts += ["--skip", *sorted(config.skip)]
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    pack = open_pack(args)
+    config = evaluation_config(args, args.batch_size or default_batch_size(pack))
+    data = load_image_set(args.images, pack.resolution, args.count, args.labels)
+    boundaries = load_pack_boundaries(pack, config.boundaries) if pack.config.get("boundaries") else {}
+    if config.boundaries and not boundaries:
+        raise ConfigError(f"--boundaries: the pack {pack.path} has no boundaries")
+    wants_predictor = config.uses("edits") or config.uses("pr")
+    predictor = load_predictor(pack) if pack.config.get("predictor") and boundaries and wants_predictor else None
+    info(args, f"evaluating {pack.name!r} on {data.images.shape[0]} images ({pack.resolution} px) on {pack.device}")
+    evaluation = Evaluation(pack, data.images, config, label_rows=data.rows, predictor=predictor,
+                            boundaries=boundaries, cache=FolderCache(args.out / CACHE_DIR, reuse=args.resume),
+                            progress=lambda desc, total: progress(args, total, desc), log=lambda m: info(args, m))
+    result = evaluation.run()
+    result.results = {**result.results, "model": pack_identity(pack), "source": data.source,
+                      "names": data.names, "command": command_line(args, config),
+                      "environment": environment(pack.device)}
+    with progress(args, 0, "figures"):
+        pictures = figures(result, pack, data.images)
+    with StagedOutput(args.out) as stage:
+        write_json(stage.path / "results.json", json_ready(result.results))
+        write_text(stage.path / "results.md", markdown(result.results))
+        for name, picture in pictures.items():
+            with atomic_path(stage.file(name)) as tmp:
+                picture.save(tmp, format="PNG")
+    info(args, f"evaluated {data.images.shape[0]} images → {args.out}/results.md")
+    return 0

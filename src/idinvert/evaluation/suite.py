@@ -1,0 +1,548 @@
+"""The paper's evaluation of one model pack on one set of held-out real images, resumable.
+
+``Evaluation(pack, images, config, ...).run()`` produces, on the same images:
+
+1. **Table 1** — for each inversion method (conventional encoder, domain-guided encoder,
+   MSE-based optimisation from a random code for each step count, in-domain inversion): time per
+   image, MSE, PSNR, SSIM, LPIPS (VGG), identity similarity (dlib), and FID/SWD of the
+   reconstructions against the real images.
+2. **Table 2** — FID/SWD of codes halfway between the inverted codes of random pairs
+   (interpolation) and of codes moved by ±d along each boundary (manipulation), for the
+   MSE-based baseline with the most steps vs in-domain inversion.
+3. **λ_dom ablation (Fig. 9)** — in-domain inversion with each λ_dom: reconstruction MSE/LPIPS
+   vs interpolation FID/SWD.
+4. **Edit quality** — ``editquality.edit_quality`` for each boundary on the in-domain codes.
+5. **Fig. 3** — precision–recall of attributes read off the codes (``codes.boundary_projection``)
+   against ground-truth labels, or the predictor's labels of the real photos.
+
+Every expensive part goes through a ``cache.Cache`` under a fingerprint of everything it depends on
+(pack weights, images, settings), so an interrupted run resumes where it stopped and parts
+shared between tables (the in-domain codes of Table 1 and of λ_dom = 2) run once. The library
+never touches paths: the command line supplies a cache backed by the output folder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ..attributes import boundary_sign, pack_boundaries
+from ..attributes.predictor import EDIT_NAMES, AttributePredictor
+from ..editing import Boundary, load_boundary, synthesize
+from ..errors import ConfigError, IdinvertError
+from ..inversion import InversionConfig, invert
+from ..metrics.fid import GaussianStatistics
+from ..metrics.identity import require_dlib
+from .cache import Cache, MemoryCache, ProgressFactory, digest, module_digest, no_progress, tensor_digest
+from .codes import boundary_layers, boundary_projection, manipulation_codes, midpoints, random_pairs
+from .distances import FeatureExtractor, RealReference, SetComparison
+from .editquality import attribute_scores, edit_quality
+from .labels import binarize, labels_from_rows, predictor_labels
+from .ranking import precision_recall_curve
+from .reconstruction import PairScores, available_pair_metrics, pair_metrics
+
+METHOD_KINDS = ("conventional", "encoder", "mse", "in-domain")
+METRIC_SKIPS = ("fid", "swd", "lpips", "id")  # metrics that --skip can leave out
+PART_SKIPS = ("interpolation", "manipulation", "ablation", "edits", "pr")  # parts that --skip can leave out
+SKIPPABLE = METRIC_SKIPS + PART_SKIPS
+RESULTS_FORMAT = "idinvert-evaluation"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What ``idinvert evaluate`` runs; the defaults are the paper's settings."""
+
+    methods: tuple[str, ...] = METHOD_KINDS  # Table 1 rows (conventional only when the pack has that encoder)
+    steps: int = 100  # T of in-domain inversion (the paper's 100-step speed setting)
+    steps_mse: tuple[int, ...] = (100, 1000)  # T of the MSE-based baseline, one Table 1 row each
+    lr: float = 0.01  # Adam learning rate of every optimisation
+    lambda_dom: float = 2.0  # λ_dom of Eq. 4 in the in-domain rows
+    lambda_dom_ablation: tuple[float, ...] = (0.0, 2.0, 40.0)  # λ_dom values of Fig. 9
+    pairs: int = 100  # random pairs of the interpolation column
+    edit_distance: float = 3.0  # d of the manipulation column (edits at −d and +d)
+    edit_distances: tuple[float, ...] = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)  # the edit-quality sweep
+    boundaries: tuple[str, ...] | None = None  # boundary names to use; None = every one in the pack
+    skip: frozenset[str] = frozenset()  # metrics and parts left out (SKIPPABLE)
+    batch_size: int = 1  # images inverted together (random initial codes are drawn per batch)
+    metric_batch: int = 8  # images per batch when synthesising and measuring (LPIPS-VGG memory at 256 px)
+    seed: int = 0  # random initial codes, pairs, SWD patches and directions
+    examples: int = 8  # images shown in the example grids
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHOD_KINDS]
+        if bad or not self.methods:
+            raise ConfigError(f"methods must be some of {', '.join(METHOD_KINDS)}; got {', '.join(bad) or 'none'}")
+        unknown = sorted(set(self.skip) - set(SKIPPABLE))
+        if unknown:
+            raise ConfigError(f"cannot skip {', '.join(unknown)}; choose from {', '.join(SKIPPABLE)}")
+        if self.steps < 0 or any(t < 0 for t in self.steps_mse) or ("mse" in self.methods and not self.steps_mse):
+            raise ConfigError("step counts must be ≥ 0, with at least one for the MSE baseline")
+        if self.pairs < 1 or self.batch_size < 1 or self.metric_batch < 1 or self.examples < 0:
+            raise ConfigError("pairs, batch sizes must be ≥ 1 and examples ≥ 0")
+        if len(self.edit_distances) < 2 or len(set(self.edit_distances)) != len(self.edit_distances):
+            raise ConfigError("the edit-quality sweep needs at least two different distances")
+        if any(v < 0 for v in self.lambda_dom_ablation) or self.lambda_dom < 0:
+            raise ConfigError("λ_dom values must be ≥ 0")
+
+    def uses(self, name: str) -> bool:
+        return name not in self.skip
+
+
+# --- what runs --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One Table 1 row: a results key, its label and the inversion it runs."""
+
+    key: str  # e.g. "mse-1000"
+    label: str  # e.g. "MSE optimisation (1000 steps)"
+    config: InversionConfig
+
+
+def table1_methods(pack, config: EvaluationConfig) -> tuple[list[MethodSpec], list[str]]:
+    """The Table 1 rows this pack can run, and notes on the ones it cannot."""
+    rows, notes = [], []
+    for kind in (k for k in METHOD_KINDS if k in config.methods):  # the paper's row order
+        if kind == "conventional":
+            if pack.conventional_encoder is None:
+                notes.append("conventional encoder: the pack has none (train one with `idinvert train-conventional`)")
+                continue
+            rows.append(MethodSpec("conventional", "Conventional encoder", InversionConfig(method="conventional")))
+        elif kind == "encoder":
+            if pack.encoder is None:
+                notes.append("domain-guided encoder: the pack has none")
+                continue
+            rows.append(MethodSpec("encoder", "Domain-guided encoder", InversionConfig(method="encoder")))
+        elif kind == "mse":
+            for t in config.steps_mse:
+                rows.append(MethodSpec(f"mse-{t}", f"MSE optimisation ({t} steps)",
+                                       InversionConfig(method="mse", steps=t, lr=config.lr)))
+        else:
+            if pack.encoder is None:
+                notes.append("in-domain inversion: the pack has no encoder")
+                continue
+            rows.append(MethodSpec("in-domain", f"In-domain inversion ({config.steps} steps)",
+                                   InversionConfig(method="in-domain", steps=config.steps, lr=config.lr,
+                                                   lambda_dom=config.lambda_dom)))
+    return rows, notes
+
+
+def load_pack_boundaries(pack, names: tuple[str, ...] | None = None) -> dict[str, Boundary]:
+    """The pack's boundaries by name (all, or ``names``), read with ``editing.load_boundary``."""
+    known = pack_boundaries(pack)
+    if names is not None:
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ConfigError(f"the pack has no boundary {', '.join(missing)}; it has: "
+                              f"{', '.join(sorted(known)) or 'none'}")
+        known = {n: known[n] for n in names}
+    return {name: load_boundary(pack.file(rel), pack.code_shape) for name, rel in sorted(known.items())}
+
+
+def boundary_output(name: str, boundary: Boundary) -> str:
+    """The predictor output a boundary moves: its file's ``predictor_output``, else the edit name's."""
+    output = boundary.meta.get("predictor_output")
+    return str(output) if isinstance(output, str) and output else EDIT_NAMES.get(name, name)
+
+
+@dataclass
+class EvaluationResult:
+    """``results`` is JSON-ready (``results.json``); the tensors feed the figures."""
+
+    results: dict[str, Any]
+    codes: dict[str, torch.Tensor]  # method key → [N, L, C] on the CPU
+    methods: list[MethodSpec]
+    pairs: torch.Tensor | None  # [P, 2] interpolation pairs
+    boundaries: dict[str, Boundary] = field(default_factory=dict)
+
+
+class Evaluation:
+    """One evaluation run (see the module docstring).
+
+    images ``[N, 3, R, R]`` in [-1, 1] at the pack's resolution; ``label_rows`` one dict per image
+    (ground-truth labels, optional); ``predictor``/``boundaries`` enable the attribute parts;
+    ``feature_extractor`` replaces the Inception of FID (tests).
+    """
+
+    def __init__(self, pack, images: torch.Tensor, config: EvaluationConfig = EvaluationConfig(), *,
+                 label_rows: list[dict] | None = None, predictor: AttributePredictor | None = None,
+                 boundaries: dict[str, Boundary] | None = None, cache: Cache | None = None,
+                 progress: ProgressFactory | None = None, feature_extractor: FeatureExtractor | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        res = pack.resolution
+        if images.ndim != 4 or images.shape[1:] != (3, res, res):
+            raise ValueError(f"expected images [N, 3, {res}, {res}] in [-1, 1], got {list(images.shape)}")
+        if images.shape[0] < 2:
+            raise ConfigError("the evaluation needs at least 2 images (FID, SWD and pairs compare sets)")
+        if label_rows is not None and len(label_rows) != images.shape[0]:
+            raise ValueError(f"{len(label_rows)} label rows for {images.shape[0]} images")
+        self.pack, self.images, self.config = pack, images.detach().cpu().float(), config
+        self.n = images.shape[0]
+        self.label_rows, self.predictor = label_rows, predictor
+        self.boundaries = dict(boundaries or {})
+        self.cache = cache or MemoryCache()
+        self.progress = progress or no_progress
+        self.feature_extractor = feature_extractor
+        self.log = log or (lambda message: None)
+        self.notes: list[str] = []
+        self.codes: dict[str, torch.Tensor] = {}
+        self._inversions: dict[str, dict[str, Any]] = {}  # inversion fingerprint → cached entry
+        self._reference: RealReference | None = None
+        self._warmed = False
+        self.data_digest = tensor_digest(self.images)
+        self.pack_digest = module_digest(*pack.networks().values())
+        self.attr_digest = digest(module_digest(predictor) if predictor is not None else None,
+                                  {k: [tensor_digest(b.direction), b.layers] for k, b in self.boundaries.items()},
+                                  label_rows)
+        self.identity = config.uses("id") and self._identity_available()
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _identity_available(self) -> bool:
+        try:
+            require_dlib()
+        except IdinvertError as exc:
+            self.notes.append(f"identity similarity skipped: {exc}")
+            return False
+        return True
+
+    def _cached(self, key: str, fingerprint: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        value = self.cache.load(key, fingerprint)
+        if value is not None:
+            self.log(f"{key}: reused from an earlier run")
+            return value
+        value = compute()
+        self.cache.store(key, fingerprint, value)
+        return value
+
+    def _synthesize(self, codes: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Images of codes ``[M, L, C]`` in batches, clipped to [-1, 1], on the pack's device."""
+        for chunk in codes.split(self.config.metric_batch):
+            yield synthesize(self.pack.generator, chunk, batch_size=self.config.metric_batch).clamp(-1, 1)
+
+    def invert(self, config: InversionConfig, desc: str) -> dict[str, Any]:
+        """Codes and timing of one inversion of the images (cached by its settings)."""
+        fp = digest("invert", self.pack_digest, self.data_digest, asdict(config), self.config.batch_size,
+                    self.config.seed)
+        if fp in self._inversions:
+            return self._inversions[fp]
+        key = f"invert-{config.method}-{fp[:12]}"
+
+        def compute() -> dict[str, Any]:
+            self._warm_up()
+            bs = self.config.batch_size
+            steps = config.steps if config.optimises else 0
+            with self.progress(desc, ((self.n + bs - 1) // bs) * steps) as bar:
+                result = invert(self.images, self.pack, config, batch_size=bs,
+                                rng=torch.Generator().manual_seed(self.config.seed),
+                                callback=lambda b, s, losses: bar.update(1))
+            return {"codes": result.codes.float().cpu(), "seconds": result.seconds,
+                    "seconds_per_image": result.seconds / self.n, "device": str(self.pack.device),
+                    "batch_size": bs, "steps": steps, "fingerprint": fp}
+
+        entry = self._cached(key, fp, compute)
+        entry["fingerprint"] = fp
+        self._inversions[fp] = entry
+        return entry
+
+    def _warm_up(self) -> None:
+        """One untimed step on one image first, so that no row's time includes one-off set-up
+        (CUDA context, cuDNN autotuning, lazy allocations)."""
+        if self._warmed:
+            return
+        method = "in-domain" if self.pack.encoder is not None else "mse"
+        invert(self.images[:1], self.pack, InversionConfig(method=method, steps=1, lr=self.config.lr))
+        self._warmed = True
+
+    def reference(self) -> RealReference | None:
+        """The real set for FID/SWD (None when both are skipped); real statistics cached."""
+        fid, swd = self.config.uses("fid"), self.config.uses("swd")
+        if not (fid or swd):
+            return None
+        if self._reference is None:
+            stats = None
+            if fid:
+                fp = digest("real-statistics", self.data_digest, self.feature_extractor is None)
+
+                def compute() -> dict[str, Any]:
+                    with self.progress("real-set Inception features", self.n) as bar:
+                        ref = RealReference(self.images, fid=True, swd=False, device=self.pack.device,
+                                            feature_extractor=self.feature_extractor, progress=bar.update)
+                    s = ref.real_stats
+                    return {"count": s.count, "mean": s.mean, "scatter": s.scatter}
+
+                entry = self._cached("real-statistics", fp, compute)
+                stats = GaussianStatistics()
+                stats.count = int(entry["count"])
+                stats.mean, stats.scatter = entry["mean"].double(), entry["scatter"].double()
+            self._reference = RealReference(self.images, fid=fid, swd=swd, seed=self.config.seed,
+                                            device=self.pack.device, feature_extractor=self.feature_extractor,
+                                            real_stats=stats)
+        return self._reference
+
+    def _compare(self, batches: Iterator[torch.Tensor]) -> dict[str, Any]:
+        ref = self.reference()
+        assert ref is not None
+        session = ref.comparison()
+        for batch in batches:
+            session.update(batch)
+        return session.compute().to_dict()
+
+    # -- the parts ------------------------------------------------------------------------------------
+
+    def run(self) -> EvaluationResult:
+        c = self.config
+        methods, notes = table1_methods(self.pack, c)
+        self.notes.extend(notes)
+        if not methods:
+            raise ConfigError("none of the chosen --methods can run with this pack")
+        results: dict[str, Any] = {"format": RESULTS_FORMAT, "version": 1,
+                                   "images": {"count": self.n, "resolution": self.pack.resolution},
+                                   "settings": {**asdict(c), "skip": sorted(c.skip)}}
+        rows = []
+        for spec in methods:
+            entry = self.invert(spec.config, f"Table 1: {spec.label}")
+            self.codes[spec.key] = entry["codes"]
+            rows.append(self.table1_row(spec, entry))
+        results["table1"] = {"rows": rows, "count": self.n}
+        pairs = random_pairs(self.n, c.pairs, generator=torch.Generator().manual_seed(c.seed))
+        results["table2"] = {"interpolation": self.interpolation(methods, pairs),
+                             "manipulation": self.manipulation(methods)}
+        results["ablation"] = self.ablation(pairs)
+        results["edit_quality"] = self.edit_quality()
+        results["attribute_pr"] = self.attribute_pr(methods)
+        results["notes"] = list(self.notes)
+        return EvaluationResult(results=results, codes=dict(self.codes), methods=methods, pairs=pairs,
+                                boundaries=dict(self.boundaries))
+
+    def _pair_names(self, identity: bool) -> tuple[str, ...]:
+        return available_pair_metrics(self.pack.resolution, lpips=self.config.uses("lpips"), identity=identity)
+
+    def reconstruction(self, codes: torch.Tensor, *, identity: bool, distances: bool, desc: str) -> dict[str, Any]:
+        """Paired metrics of G(codes) against the images, and FID/SWD when ``distances``."""
+        names = self._pair_names(identity)
+        scores = PairScores()
+        ref = self.reference() if distances else None
+        session: SetComparison | None = ref.comparison() if ref is not None else None
+        with self.progress(desc, self.n) as bar:
+            for lo, fake in zip(range(0, self.n, self.config.metric_batch), self._synthesize(codes)):
+                real = self.images[lo:lo + fake.shape[0]].to(fake.device)
+                for name, values in pair_metrics(real, fake, names).items():
+                    scores.add(name, values)
+                if session is not None:
+                    session.update(fake)
+                bar.update(fake.shape[0])
+        out: dict[str, Any] = {"metrics": scores.summary()}
+        if session is not None:
+            out["distribution"] = session.compute().to_dict()
+        return out
+
+    def table1_row(self, spec: MethodSpec, entry: dict[str, Any]) -> dict[str, Any]:
+        c = self.config
+        fp = digest("table1", entry["fingerprint"], self.identity, sorted(c.skip), c.seed, c.metric_batch,
+                    self.feature_extractor is None)
+        measured = self._cached(f"table1-{spec.key}", fp, lambda: self.reconstruction(
+            entry["codes"], identity=self.identity, distances=True, desc=f"Table 1 metrics: {spec.label}"))
+        return {"key": spec.key, "label": spec.label, "method": spec.config.method, "steps": entry["steps"],
+                "seconds_per_image": entry["seconds_per_image"], "device": entry["device"],
+                "batch_size": entry["batch_size"], **measured}
+
+    def _table2_methods(self, methods: list[MethodSpec]) -> list[MethodSpec]:
+        mse = [m for m in methods if m.config.method == "mse"]
+        chosen = [max(mse, key=lambda m: m.config.steps)] if mse else []
+        return chosen + [m for m in methods if m.config.method == "in-domain"]
+
+    def _distances_note(self, part: str) -> dict[str, Any] | None:
+        if not self.config.uses(part):
+            return {"skipped": f"--skip {part}"}
+        if not (self.config.uses("fid") or self.config.uses("swd")):
+            return {"skipped": "both FID and SWD are skipped"}
+        return None
+
+    def interpolation(self, methods: list[MethodSpec], pairs: torch.Tensor) -> dict[str, Any]:
+        skipped = self._distances_note("interpolation")
+        if skipped:
+            return skipped
+        out: dict[str, Any] = {"pairs": pairs.shape[0], "methods": {}}
+        for spec in self._table2_methods(methods):
+            out["methods"][spec.key] = self.interpolation_distance(self.codes[spec.key], pairs, spec.label)
+        return out
+
+    def interpolation_distance(self, codes: torch.Tensor, pairs: torch.Tensor, label: str) -> dict[str, Any]:
+        c = self.config
+        fp = digest("interpolation", tensor_digest(codes), tensor_digest(pairs), self.data_digest, sorted(c.skip),
+                    c.seed, self.feature_extractor is None)
+
+        def compute() -> dict[str, Any]:
+            with self.progress(f"interpolation: {label}", pairs.shape[0]) as bar:
+                def batches():
+                    for batch in self._synthesize(midpoints(codes, pairs)):
+                        bar.update(batch.shape[0])
+                        yield batch
+                return self._compare(batches())
+
+        return self._cached(f"interpolation-{fp[:12]}", fp, compute)
+
+    def manipulation(self, methods: list[MethodSpec]) -> dict[str, Any]:
+        skipped = self._distances_note("manipulation")
+        if skipped:
+            return skipped
+        if not self.boundaries:
+            self.notes.append("manipulation column skipped: the pack has no boundaries")
+            return {"skipped": "the pack has no boundaries"}
+        c = self.config
+        d = c.edit_distance
+        out: dict[str, Any] = {"distance": d, "boundaries": sorted(self.boundaries), "methods": {}}
+        for spec in self._table2_methods(methods):
+            codes = self.codes[spec.key]
+            fp = digest("manipulation", tensor_digest(codes), self.attr_digest, self.data_digest, d, sorted(c.skip),
+                        c.seed, self.feature_extractor is None)
+
+            def compute(codes=codes, spec=spec) -> dict[str, Any]:
+                ref = self.reference()
+                pooled = ref.comparison()
+                per_boundary = {}
+                with self.progress(f"manipulation: {spec.label}", 2 * self.n * len(self.boundaries)) as bar:
+                    for name, boundary in self.boundaries.items():
+                        session = ref.comparison()
+                        edited = manipulation_codes(codes, boundary, (-d, d)).flatten(0, 1)  # [2N, L, C]
+                        for batch in self._synthesize(edited):
+                            features = ref.features(batch) if ref.uses_fid else None
+                            session.update(batch, features)
+                            pooled.update(batch, features)
+                            bar.update(batch.shape[0])
+                        per_boundary[name] = session.compute().to_dict()
+                return {"all": pooled.compute().to_dict(), "per_boundary": per_boundary}
+
+            out["methods"][spec.key] = self._cached(f"manipulation-{spec.key}", fp, compute)
+        return out
+
+    def ablation(self, pairs: torch.Tensor) -> dict[str, Any]:
+        c = self.config
+        if not c.uses("ablation"):
+            return {"skipped": "--skip ablation"}
+        if self.pack.encoder is None:
+            self.notes.append("λ_dom ablation skipped: the pack has no encoder")
+            return {"skipped": "the pack has no encoder"}
+        interpolate = c.uses("interpolation") and (c.uses("fid") or c.uses("swd"))
+        rows = []
+        for value in c.lambda_dom_ablation:
+            config = InversionConfig(method="in-domain", steps=c.steps, lr=c.lr, lambda_dom=value)
+            entry = self.invert(config, f"ablation: λ_dom = {value:g}")
+            fp = digest("ablation", entry["fingerprint"], sorted(c.skip), c.seed, self.feature_extractor is None)
+            measured = self._cached(f"ablation-{fp[:12]}", fp, lambda: self.reconstruction(
+                entry["codes"], identity=False, distances=False, desc=f"ablation metrics: λ_dom = {value:g}"))
+            row = {"lambda_dom": value, "seconds_per_image": entry["seconds_per_image"], **measured}
+            if interpolate:
+                row["interpolation"] = self.interpolation_distance(entry["codes"], pairs, f"λ_dom = {value:g}")
+            rows.append(row)
+        return {"steps": c.steps, "pairs": pairs.shape[0] if interpolate else 0, "rows": rows}
+
+    def _attribute_note(self, part: str, need_predictor: bool) -> dict[str, Any] | None:
+        title = {"edits": "edit quality", "pr": "Fig. 3 (attributes from codes)"}[part]
+        if not self.config.uses(part):
+            return {"skipped": f"--skip {part}"}
+        if not self.boundaries:
+            self.notes.append(f"{title} skipped: the pack has no boundaries")
+            return {"skipped": "the pack has no boundaries"}
+        if need_predictor and self.predictor is None:
+            self.notes.append(f"{title} skipped: the pack has no attribute predictor")
+            return {"skipped": "the pack has no attribute predictor"}
+        return None
+
+    def edit_quality(self) -> dict[str, Any]:
+        skipped = self._attribute_note("edits", need_predictor=True)
+        if skipped:
+            return skipped
+        if "in-domain" not in self.codes:
+            self.notes.append("edit quality skipped: it measures the in-domain codes, which --methods left out")
+            return {"skipped": "no in-domain codes"}
+        c = self.config
+        codes = self.codes["in-domain"]
+        out: dict[str, Any] = {"distances": sorted(c.edit_distances), "attributes": {}}
+        for name, boundary in self.boundaries.items():
+            output = boundary_output(name, boundary)
+            if output not in self.predictor.names:
+                self.notes.append(f"edit quality of {name!r} skipped: the predictor has no output {output!r}")
+                continue
+            fp = digest("edits", tensor_digest(codes), self.attr_digest, name, sorted(c.edit_distances),
+                        self.identity, sorted(c.skip))
+
+            def compute(name=name, boundary=boundary, output=output) -> dict[str, Any]:
+                with self.progress(f"edit quality: {name}", self.n) as bar:
+                    q = edit_quality(self.pack.generator, self.predictor, codes, boundary, attribute=name,
+                                     output=output, direction=boundary_sign(name), distances=c.edit_distances,
+                                     layers=boundary_layers(boundary, self.pack.code_shape[0]),
+                                     lpips=c.uses("lpips") and self.pack.resolution >= 32, identity=self.identity,
+                                     batch_size=c.metric_batch, progress=bar.update)
+                return q.to_dict()
+
+            out["attributes"][name] = self._cached(f"edits-{name}", fp, compute)
+        return out
+
+    def _real_predictions(self) -> torch.Tensor:
+        fp = digest("predictions", self.data_digest, self.attr_digest)
+
+        def compute() -> dict[str, Any]:
+            scores = []
+            with torch.no_grad():
+                for batch in self.images.split(self.config.metric_batch):
+                    scores.append(attribute_scores(self.predictor, batch.to(self.pack.device)))
+            return {"scores": torch.cat(scores)}
+
+        return self._cached("real-predictions", fp, compute)["scores"]
+
+    def attribute_pr(self, methods: list[MethodSpec]) -> dict[str, Any]:
+        skipped = self._attribute_note("pr", need_predictor=False)
+        if skipped:
+            return skipped
+        outputs = {name: boundary_output(name, b) for name, b in self.boundaries.items()}
+        truth = labels_from_rows(self.label_rows, set(outputs.values())) if self.label_rows else {}
+        out: dict[str, Any] = {"attributes": {}}
+        for name, boundary in self.boundaries.items():
+            output, direction = outputs[name], boundary_sign(name)
+            if output in truth:
+                labels, threshold = binarize(output, truth[output])
+                source = "ground truth"
+            elif self.predictor is not None and output in self.predictor.names:
+                predicted = self._real_predictions()[:, self.predictor.names.index(output)]
+                labels, threshold = predictor_labels(output, predicted)
+                source = "predictor"
+            else:
+                self.notes.append(f"Fig. 3 for {name!r}: no labels for {output!r} and no predictor output; skipped")
+                continue
+            known = ~torch.isnan(labels)
+            entry: dict[str, Any] = {"output": output, "label_source": source, "threshold": threshold,
+                                     "count": int(known.sum()), "positives": int(labels[known].sum()), "methods": {}}
+            for spec in methods:
+                scores = direction * boundary_projection(self.codes[spec.key][known], boundary)
+                entry["methods"][spec.key] = precision_recall_curve(scores, labels[known]).to_dict()
+            if entry["positives"] in (0, entry["count"]):
+                self.notes.append(f"Fig. 3 for {name!r}: all {entry['count']} images have the same label; AP undefined")
+            out["attributes"][name] = entry
+        return out
+
+
+def json_ready(value: Any) -> Any:
+    """Results with NaN/inf as null and tensors as lists, for ``json.dumps``."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return json_ready(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def evaluate(pack, images: torch.Tensor, config: EvaluationConfig = EvaluationConfig(), **kwargs) -> EvaluationResult:
+    """``Evaluation(pack, images, config, **kwargs).run()``."""
+    return Evaluation(pack, images, config, **kwargs).run()
+
+
+__all__ = ["EvaluationConfig", "Evaluation", "EvaluationResult", "MethodSpec", "evaluate", "json_ready",
+           "load_pack_boundaries", "Cache", "MemoryCache"]
