@@ -29,14 +29,6 @@ from idinvert.training.data import prepare_dataset
 HAS_DLIB = all(importlib.util.find_spec(m) is not None for m in ("dlib", "face_recognition_models"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two cores shared with other jobs: one thread is faster for these tiny networks."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # --- pieces against references ------------------------------------------------------------------------
 
