@@ -209,12 +209,46 @@ def initial_codes(kind: str, n: int, generator: StyleGANGenerator, *, encoded: t
     return w_avg.view(1, 1, -1).expand(shape).clone()  # the mean code
 
 
+def _encoder_for(pack, config: InversionConfig) -> DomainGuidedEncoder | None:
+    """The encoder a method uses (the conventional one for "conventional"); an error if it needs a
+    missing one."""
+    encoder = pack.conventional_encoder if config.method == "conventional" else pack.encoder
+    needs = config.method in ("encoder", "conventional") or config.initialisation == "encoder" \
+        or config.domain_weight > 0
+    if needs and encoder is None:
+        which = "conventional encoder" if config.method == "conventional" else "encoder"
+        raise ConfigError(f"pack {pack.name!r} has no {which}; choose another --method")
+    return encoder
+
+
+@dataclass
+class _Batch:
+    encoded: torch.Tensor | None
+    init: torch.Tensor
+    trace: OptimizationTrace
+
+
+def _invert_batch(pack, x: torch.Tensor, config: InversionConfig, encoder, lambda_vgg: float,
+                  mask: torch.Tensor | None, rng, callback) -> _Batch:
+    generator = pack.generator
+    encoded = encode(encoder, x) if encoder is not None else None
+    init = initial_codes(config.initialisation, x.shape[0], generator, encoded=encoded, rng=rng)
+    if not (config.optimises and config.steps > 0):
+        return _Batch(encoded, init, OptimizationTrace(init, {}, torch.zeros(x.shape[0], dtype=torch.long)))
+    trace = optimize_codes(generator, pack.perceptual, x, init, steps=config.steps, lr=config.lr,
+                           lambda_pix=config.lambda_pix, lambda_vgg=lambda_vgg, lambda_dom=config.domain_weight,
+                           encoder=encoder, mask=mask, early_stop=config.early_stop, patience=config.patience,
+                           callback=callback)
+    return _Batch(encoded, init, trace)
+
+
 def invert(images: torch.Tensor, pack, config: InversionConfig | None = None, *,
            mask: torch.Tensor | None = None, batch_size: int | None = None,
            rng: torch.Generator | None = None,
            callback: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None) -> InversionResult:
     """Invert images ``[N, 3, R, R]`` in [-1, 1] with a ``ModelPack``.
 
+    ``mask`` ``[N or 1, 1, R, R]`` weights the pixel and perceptual terms (semantic diffusion);
     ``batch_size`` splits the work (results do not depend on it); ``rng`` seeds random
     initialisation; ``callback(batch_index, step, losses)`` reports progress.
     """
@@ -222,52 +256,40 @@ def invert(images: torch.Tensor, pack, config: InversionConfig | None = None, *,
     generator, res = pack.generator, pack.generator.resolution
     if images.ndim != 4 or images.shape[1:] != (3, res, res):
         raise ValueError(f"expected images [N, 3, {res}, {res}] in [-1, 1], got {list(images.shape)}")
-    encoder = pack.conventional_encoder if config.method == "conventional" else pack.encoder
-    needs_encoder = config.method in ("encoder", "conventional") or config.initialisation == "encoder" \
-        or config.domain_weight > 0
-    if needs_encoder and encoder is None:
-        which = "conventional encoder" if config.method == "conventional" else "encoder"
-        raise ConfigError(f"pack {pack.name!r} has no {which}; choose another --method")
+    encoder = _encoder_for(pack, config)
     lambda_vgg = pack.perceptual_config.lambda_vgg if config.lambda_vgg is None else config.lambda_vgg
     images = images.to(pack.device)
     start = time.perf_counter()
-    chunks = []
     size = batch_size or images.shape[0]
+    batches = []
     with frozen(generator, pack.perceptual, encoder):
         for b, lo in enumerate(range(0, images.shape[0], size)):
-            x = images[lo:lo + size]
-            encoded = encode(encoder, x) if encoder is not None else None
             m = None if mask is None else (mask if mask.shape[0] == 1 else mask[lo:lo + size])
-            init = initial_codes(config.initialisation, x.shape[0], generator, encoded=encoded, rng=rng)
-            if config.optimises and config.steps > 0:
-                trace = optimize_codes(
-                    generator, pack.perceptual, x, init, steps=config.steps, lr=config.lr,
-                    lambda_pix=config.lambda_pix, lambda_vgg=lambda_vgg, lambda_dom=config.domain_weight,
-                    encoder=encoder, mask=m,
-                    early_stop=config.early_stop, patience=config.patience,
-                    callback=None if callback is None else (lambda s, l, b=b: callback(b, s, l)))
-            else:
-                trace = OptimizationTrace(codes=init, losses={}, steps_run=torch.zeros(x.shape[0], dtype=torch.long))
-            chunks.append((encoded, init, trace))
+            report = None if callback is None else (lambda s, losses, b=b: callback(b, s, losses))
+            batches.append(_invert_batch(pack, images[lo:lo + size], config, encoder, lambda_vgg, m, rng, report))
         with torch.no_grad():
-            codes = torch.cat([t.codes for _, _, t in chunks])
-            init_codes = torch.cat([i for _, i, _ in chunks])
+            codes = torch.cat([b.trace.codes for b in batches])
             recon = torch.cat([generator.synthesis(c) for c in codes.split(size)])
-            encoder_codes = torch.cat([e for e, _, _ in chunks]) if encoder is not None else None
+            encoder_codes = torch.cat([b.encoded for b in batches]) if encoder is not None else None
             unchanged = (not config.optimises or config.steps == 0) and config.initialisation == "encoder"
             if encoder_codes is None or unchanged:
                 encoder_recon = recon if encoder_codes is not None else None
             else:
                 encoder_recon = torch.cat([generator.synthesis(c) for c in encoder_codes.split(size)])
-    losses = {}
-    if chunks[0][2].losses:
-        t = max(c[2].losses["total"].shape[0] for c in chunks)
-        losses = {k: torch.cat([_pad_steps(c[2].losses[k], t) for c in chunks], dim=1) for k in chunks[0][2].losses}
     return InversionResult(
-        codes=codes, init_codes=init_codes, encoder_codes=encoder_codes,
-        reconstructions=recon, encoder_reconstructions=encoder_recon, losses=losses,
-        steps_run=torch.cat([c[2].steps_run for c in chunks]), seconds=time.perf_counter() - start,
+        codes=codes, init_codes=torch.cat([b.init for b in batches]), encoder_codes=encoder_codes,
+        reconstructions=recon, encoder_reconstructions=encoder_recon, losses=_merge_losses(batches),
+        steps_run=torch.cat([b.trace.steps_run for b in batches]), seconds=time.perf_counter() - start,
         config=replace(config, lambda_vgg=lambda_vgg))
+
+
+def _merge_losses(batches: list[_Batch]) -> dict[str, torch.Tensor]:
+    """Per-step losses of all batches side by side, ``[T, N]`` (early-stopped batches padded)."""
+    if not batches[0].trace.losses:
+        return {}
+    steps = max(b.trace.losses["total"].shape[0] for b in batches)
+    return {k: torch.cat([_pad_steps(b.trace.losses[k], steps) for b in batches], dim=1)
+            for k in batches[0].trace.losses}
 
 
 def _pad_steps(history: torch.Tensor, steps: int) -> torch.Tensor:
