@@ -72,3 +72,26 @@ def test_truncated_weights_file(tiny_pack_dir, tmp_path):
     (broken / "generator.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="generator.safetensors"):
         load_pack(broken)
+
+
+def test_copy_pack_keeps_listed_files_and_halves_chosen_networks(tiny_pack_dir, tmp_path):
+    import shutil
+
+    from idinvert.editing import save_boundary
+    from idinvert.pack import copy_pack, update_pack
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_pack_dir, src)
+    save_boundary(tmp_path / "b.npy", torch.ones(1, 8, 32) / 32 ** 0.5, layers=[1])
+    update_pack(src, files={"boundaries/b.npy": tmp_path / "b.npy"}, config_updates={"boundaries": {"b": "boundaries/b.npy"},
+                                                                                     "framing": {"note": 1}})
+    copy_pack(load_pack(src), tmp_path / "dst", half=("encoder",))
+    dst = load_pack(tmp_path / "dst")
+    assert dst.config["boundaries"] == {"b": "boundaries/b.npy"} and dst.config["framing"] == {"note": 1}
+    assert dst.file("boundaries/b.npy").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "dst" / "encoder.safetensors"), "pt") as f:
+        assert f.get_tensor("block0.conv.weight").dtype == torch.float16
+    with safe_open(str(tmp_path / "dst" / "generator.safetensors"), "pt") as f:
+        assert f.get_tensor("synthesis.layer1.conv.weight").dtype == torch.float32

@@ -201,9 +201,12 @@ def save_pack(folder: str | os.PathLike, *, name: str, generator: StyleGANGenera
               discriminator: Discriminator | None = None,
               conventional_encoder: DomainGuidedEncoder | None = None,
               vgg_state: dict[str, torch.Tensor] | None = None, card: str | None = None,
-              half: bool = False, extra_config: dict[str, Any] | None = None,
+              half: bool | tuple[str, ...] = False, extra_config: dict[str, Any] | None = None,
               extra_files: dict[str, str | os.PathLike] | None = None, overwrite: bool = False) -> Path:
     """Write a pack folder atomically (built beside the target, then renamed into place).
+
+    ``half``: store floating tensors in float16 — ``True`` for every network, or the names of
+    some (e.g. ``("encoder", "conventional_encoder")``); they are loaded back as float32.
 
     ``extra_files`` maps names inside the pack to files to copy in; ``extra_config`` adds
     top-level entries to ``config.json`` (e.g. ``boundaries``, ``framing``).
@@ -221,8 +224,9 @@ def save_pack(folder: str | os.PathLike, *, name: str, generator: StyleGANGenera
             config[key] = to_dict(net.config) if net is not None else None
             if net is not None:
                 filename = _NETWORKS[key][0]
-                save_file(_state_for_file(net, half), str(staging / filename),
-                          metadata={"network": key, "dtype": "float16" if half else "float32"})
+                in_half = half is True or (not isinstance(half, bool) and key in half)
+                save_file(_state_for_file(net, in_half), str(staging / filename),
+                          metadata={"network": key, "dtype": "float16" if in_half else "float32"})
         config["perceptual"] = to_dict(perceptual_config)
         if vgg_state is not None:
             save_file({k: v.contiguous() for k, v in vgg_state.items()}, str(staging / "vgg16.safetensors"),
@@ -286,3 +290,34 @@ def update_pack(folder: str | os.PathLike, *, config_updates: dict[str, Any] | N
         else:
             config[key] = value
     write_text(folder / "config.json", json.dumps(config, indent=2) + "\n")
+
+
+NETWORK_KEYS = ("format", "format_version", "name", "generator", "encoder", "discriminator",
+                "conventional_encoder", "perceptual")
+
+
+def listed_files(pack: ModelPack) -> dict[str, Path]:
+    """The files a pack's config names besides its networks: boundaries and the attribute predictor."""
+    files = {rel: pack.file(rel) for rel in (pack.config.get("boundaries") or {}).values()}
+    predictor = pack.config.get("predictor")
+    if predictor:
+        rel = predictor.get("file", "attributes.safetensors")
+        files[rel] = pack.file(rel)
+    return files
+
+
+def copy_pack(pack: ModelPack, folder: str | os.PathLike, *, name: str | None = None,
+              half: bool | tuple[str, ...] = False, card: str | None = None, overwrite: bool = False,
+              **networks: nn.Module | None) -> Path:
+    """Save ``pack`` (with its listed files and extra config) to ``folder``; keyword arguments
+    replace networks (``encoder=...``)."""
+    import copy
+
+    nets = {k: getattr(pack, k) for k in ("encoder", "discriminator", "conventional_encoder")}
+    nets.update(networks)
+    nets = {k: copy.deepcopy(v).cpu().eval() if v is not None else None for k, v in nets.items()}
+    vgg = pack.perceptual.state_dict() if (pack.config.get("perceptual") or {}).get("weights") else None
+    return save_pack(folder, name=name or pack.name, generator=copy.deepcopy(pack.generator).cpu(),
+                     perceptual_config=pack.perceptual_config, vgg_state=vgg, card=card, half=half,
+                     overwrite=overwrite, extra_config={k: v for k, v in pack.config.items() if k not in NETWORK_KEYS},
+                     extra_files=listed_files(pack), **nets)

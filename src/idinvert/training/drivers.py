@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, from_dict
 from ..errors import CheckpointError
 from ..images import make_grid, save_image
-from ..pack import ModelPack, load_pack, save_pack
+from ..pack import ModelPack, copy_pack, load_pack, save_pack
 from ..perceptual import default_perceptual_config
 from .common import Distributed, load_checkpoint
 from .data import BatchSampler, ImageDataset, load_batch
@@ -129,20 +129,9 @@ def save_encoder_pack(trainer, pack: ModelPack, folder: Path, *, name: str, card
     """The base pack with the trained encoder added (and, for the domain-guided kind, its fine-tuned D)."""
     trained = copy.deepcopy(trainer.E)
     trained.set_sync_batch_norm(False)
-    nets = {"encoder": pack.encoder, "conventional_encoder": pack.conventional_encoder,
-            "discriminator": pack.discriminator}
     if isinstance(trainer, ConventionalTrainer):
-        nets["conventional_encoder"] = trained
-    else:
-        nets["encoder"], nets["discriminator"] = trained, trainer.D
-    nets = {k: copy.deepcopy(v).cpu().eval() if v is not None else None for k, v in nets.items()}
-    own_keys = ("format", "format_version", "name", "generator", "encoder", "discriminator",
-                "conventional_encoder", "perceptual")
-    kept = {k: v for k, v in pack.config.items() if k not in own_keys}
-    extra_files = {rel: pack.file(rel) for rel in (pack.config.get("boundaries") or {}).values()}
-    return save_pack(folder, name=name, generator=copy.deepcopy(pack.generator).cpu(),
-                     perceptual_config=pack.perceptual_config, card=card, overwrite=True, extra_config=kept,
-                     extra_files=extra_files, **nets)
+        return copy_pack(pack, folder, name=name, card=card, overwrite=True, conventional_encoder=trained)
+    return copy_pack(pack, folder, name=name, card=card, overwrite=True, encoder=trained, discriminator=trainer.D)
 
 
 def export_run(run_dir: Path, out: Path, *, name: str | None = None) -> Path:
