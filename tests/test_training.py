@@ -135,6 +135,15 @@ def test_encoders_train_and_invert(data16, tmp_path):
     assert pack.encoder is not None and pack.conventional_encoder is not None and pack.discriminator is not None
     log = [json.loads(line) for line in (tmp_path / "enc" / "log.jsonl").read_text().splitlines()]
     assert {"pix", "vgg", "adv", "d_loss", "r1", "lr"} <= set(log[-1])
+    # --warm-start: E starts as the conventional encoder (a 0-image run saves it untouched) ...
+    assert main(["train-encoder", "--pack", str(tmp_path / "conv" / "pack"), "--data", str(data16), "--warm-start",
+                 "--run-dir", str(tmp_path / "warm"), *base[:2], "--kimg", "0", *base[4:]]) == 0
+    warm = load_pack(tmp_path / "warm" / "pack").encoder.state_dict()
+    for key, value in pack.conventional_encoder.state_dict().items():
+        assert torch.equal(warm[key], value), key
+    # ... and needs one
+    assert main(["train-encoder", "--pack", str(tmp_path / "gan" / "pack"), "--data", str(data16), "--warm-start",
+                 "--run-dir", str(tmp_path / "cold"), *base]) != 0
     photo = next((data16.parent / "photos").glob("img00.png"))
     out = tmp_path / "inv"
     assert main(["invert", str(photo), "--model", str(tmp_path / "conv" / "pack"), "--method", "conventional",

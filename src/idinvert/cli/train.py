@@ -83,6 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--lambda-adv", type=float, default=e.lambda_adv, help="λ_adv (default 0.1, the paper's)")
             p.add_argument("--lambda-vgg", type=float, default=None, help="λ_vgg (default: the pack's)")
             p.add_argument("--gamma", type=float, default=e.r1_gamma)
+            p.add_argument("--warm-start", action="store_true",
+                           help="start from the pack's conventional encoder (short budgets; not the paper's recipe)")
         p.set_defaults(run=run_train_encoder, kind="domain-guided" if kind == "encoder" else "conventional")
         _add_run_options(p)
 
@@ -177,7 +179,8 @@ def run_train_encoder(args: argparse.Namespace) -> int:
                             channels_max=args.channels_max or (256 if small else 1024))
     extra = {}
     if args.kind == "domain-guided":
-        extra = dict(lambda_adv=args.lambda_adv, lambda_vgg=args.lambda_vgg, r1_gamma=args.gamma)
+        extra = dict(lambda_adv=args.lambda_adv, lambda_vgg=args.lambda_vgg, r1_gamma=args.gamma,
+                     warm_start=args.warm_start)
     config = EncoderTrainConfig(encoder=encoder, total_kimg=args.kimg, batch_size=args.batch, lr=args.lr,
                                 kind=args.kind, seed=args.seed if args.seed is not None else 1000, **extra)
     del pack

@@ -11,6 +11,7 @@ training on the same global batch.
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import signal
@@ -62,7 +63,15 @@ def init_distributed(device: str | torch.device | None = "auto") -> Distributed:
         device = torch.device("cuda", local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # Without an explicit teardown, gloo's worker threads can still be joinable when the
+        # interpreter exits, and the process aborts ("terminate called without an active exception").
+        atexit.register(_leave_process_group)
     return Distributed(rank=rank, world_size=world, device=device)
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_reduce_gradients(parameters: Iterable[nn.Parameter], world: Distributed) -> None:

@@ -101,6 +101,8 @@ def _encoder_run_parts(config: EncoderTrainConfig, pack: ModelPack, data_dir: Pa
                                   f"{pack.resolution}px images; prepare the data at {pack.resolution}")
         lambda_vgg = pack.perceptual_config.lambda_vgg if config.lambda_vgg is None else config.lambda_vgg
         trainer = EncoderTrainer(config, pack.generator, pack.discriminator, pack.perceptual, lambda_vgg, world)
+        if config.warm_start:
+            _warm_start(trainer, pack)
         sampler = BatchSampler(len(dataset), seed=config.seed, mirror=config.mirror)
         targets = dataset.batch(torch.arange(min(8, len(dataset))).numpy()).to(world.device)
 
@@ -116,6 +118,20 @@ def _encoder_run_parts(config: EncoderTrainConfig, pack: ModelPack, data_dir: Pa
         save_image(make_grid(torch.cat([targets, recon]).cpu(), columns=len(targets)), path)
 
     return trainer, step, snapshot
+
+
+def _warm_start(trainer: EncoderTrainer, pack: ModelPack) -> None:
+    """Start E from the pack's conventional encoder (same architecture), a shortcut for short budgets:
+    the conventional encoder is cheap to train on generated pairs, and the domain-guided losses then
+    move it onto real images. A resumed run overwrites this with its checkpoint."""
+    source = pack.conventional_encoder
+    if source is None:
+        raise CheckpointError(f"pack {pack.name!r} has no conventional encoder to warm-start from; "
+                              f"train one with idinvert train-conventional or drop --warm-start")
+    if source.config != trainer.E.config:
+        raise CheckpointError(f"the pack's conventional encoder ({source.config}) differs from the encoder "
+                              f"being trained ({trainer.E.config}); use the same --channels-base/--channels-max")
+    trainer.E.load_state_dict(source.state_dict())
 
 
 def _check_encoder_fits(encoder: EncoderConfig, pack: ModelPack) -> None:
