@@ -1,0 +1,92 @@
+"""The bundled default pack: complete, sane, and used when no --model is given."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from idinvert.cli import main
+from idinvert.pack import bundled_pack_dir, load_pack
+
+from conftest import shared_data
+
+EDITS = ("age", "gender", "smile", "eyeglasses")
+
+
+@pytest.fixture(scope="module")
+def default_pack():
+    if not (bundled_pack_dir() / "config.json").is_file():
+        pytest.fail("the default pack is not bundled (src/idinvert/packs/utkface64)")
+    return load_pack("default", with_discriminator=True)
+
+
+def test_the_default_pack_is_complete(default_pack):
+    pack = default_pack
+    assert pack.resolution == 64 and tuple(pack.code_shape) == (10, 256)
+    for net in (pack.generator, pack.encoder, pack.conventional_encoder, pack.discriminator):
+        assert net is not None
+        assert all(torch.isfinite(p).all() for p in net.parameters())
+        assert all(p.dtype == torch.float32 for p in net.parameters())  # float16 files load as float32
+    config = pack.config
+    assert config["framing"]["size"] == 64
+    assert set(EDITS) <= set(config["boundaries"]) and len(config["boundaries"]) >= 6
+    assert "predictor" in config
+    folder = bundled_pack_dir()
+    assert (folder / "README.md").read_text().count("non-commercial") >= 1
+    assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) < 100 * 2**20
+
+
+def test_default_samples_are_faces_not_noise(default_pack):
+    """Generated images have the smooth, skin-toned centre of a face crop, not uniform noise."""
+    with torch.no_grad():
+        x = default_pack.generator(torch.randn(16, 256, generator=torch.Generator().manual_seed(0)))
+    assert x.shape == (16, 3, 64, 64) and x.abs().max() <= 1
+    centre = x[:, :, 24:40, 24:40]
+    neighbour_diff = (centre[..., 1:] - centre[..., :-1]).abs().mean()
+    assert neighbour_diff < 0.2  # noise in [-1, 1] would give ≈ 0.67
+    assert (centre[:, 0].mean() > centre[:, 2].mean())  # red above blue: skin
+
+
+def utkface_test_photo(tmp_path):
+    images, labels = shared_data("utkface", "images.tar"), shared_data("utkface", "labels.csv")
+    with open(labels, newline="") as f:
+        names = [r["file"] for r in csv.DictReader(f) if r["split"] == "test"]
+    with tarfile.open(images) as tar:
+        member = next(m for m in tar.getmembers() if m.isfile() and m.name.rsplit("/", 1)[-1] == names[0])
+        path = tmp_path / member.name.rsplit("/", 1)[-1]
+        path.write_bytes(tar.extractfile(member).read())
+    return path
+
+
+def test_invert_a_test_photo_without_any_option(tmp_path):
+    photo = utkface_test_photo(tmp_path)
+    out = tmp_path / "out"
+    assert main(["invert", str(photo), "--out", str(out), "--steps", "30", "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "utkface64"
+    stem = photo.name.split(".")[0]
+    ori, enc, inv = (np.asarray(Image.open(next(out.glob(f"{stem}*_{k}.png"))), dtype=np.float64) / 127.5 - 1
+                     for k in ("ori", "enc", "inv"))
+    mse_enc, mse_inv = ((enc - ori) ** 2).mean(), ((inv - ori) ** 2).mean()
+    assert mse_inv < mse_enc  # optimisation improves on the encoder's start
+    assert mse_inv < 0.12  # a face, not a blur: PSNR above ≈ 15 dB
+
+
+def test_edit_by_attribute_name_moves_the_predicted_attribute(default_pack):
+    from idinvert.attributes import load_predictor
+    from idinvert.editing import load_boundary, manipulate
+
+    codes = default_pack.generator.sample_codes(torch.randn(8, 256, generator=torch.Generator().manual_seed(1)),
+                                                truncation_psi=0.7)
+    boundary = load_boundary(default_pack.path / default_pack.config["boundaries"]["smile"], (10, 256))
+    predictor = load_predictor(default_pack).eval()
+    with torch.no_grad():
+        edited = manipulate(codes, boundary, distances=[-3.0, 3.0])  # [N, 2, L, C]
+        less, more = (predictor.score(default_pack.generator.synthesis(edited[:, k]), "Smiling") for k in (0, 1))
+    assert (more > less).float().mean() >= 0.75
