@@ -29,6 +29,7 @@ import torch
 
 from idinvert.inversion import InversionConfig, invert
 from idinvert.metrics.fid import FrechetInceptionDistance
+from idinvert.metrics.pixel import mse as per_image_mse
 from idinvert.pack import load_pack
 from idinvert.training.data import ImageDataset
 
@@ -39,10 +40,6 @@ METHODS = (  # (row, inversion settings, which count applies)
     ("MSE optimisation (100 steps)", InversionConfig(method="mse", steps=100), "count_opt"),
     ("MSE optimisation (1000 steps)", InversionConfig(method="mse", steps=1000), "count_long"),
 )
-
-
-def per_image_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a - b).square().flatten(1).mean(1)
 
 
 def sample_fid(pack, test: ImageDataset, samples: int, batch: int, seed: int) -> dict:

@@ -66,8 +66,7 @@ def independent_edit_check(pack, theirs, count: int, distance: float = 3.0) -> d
         low, high = np.array(scores[0], dtype=np.float64), np.array(scores[1], dtype=np.float64)
         key = "mean_age" if name == "age" else "fraction_male"
         out[name] = {f"{key}_at_-d": float(low.mean()), f"{key}_at_+d": float(high.mean()),
-                     "fraction_moved_the_named_way": float((high > low).mean() if name == "age" else
-                                                           ((high >= low) & (high != low)).mean())}
+                     "fraction_moved_the_named_way": float((high > low).mean())}
     return out
 
 
@@ -98,17 +97,13 @@ def main() -> None:
     male_ours = (logits[:, ours.index("Male")] > 0).numpy()
     age_ours = age.numpy()
     theirs = AgeAndGender()
-    male_theirs, age_theirs, keep = [], [], []
-    for i, name in enumerate(names):
-        r = theirs.predict_face(photos[name])
-        male_theirs.append(r["gender"]["value"] == "male")
-        age_theirs.append(r["age"]["value"])
-        keep.append(i)
-    male_theirs, age_theirs = np.array(male_theirs), np.array(age_theirs, dtype=np.float64)
-    true_age = np.array([float(labels[i]["age"]) for i in keep])
-    true_male = np.array([labels[i]["gender"] in ("0", 0) for i in keep])  # UTKFace: 0 male, 1 female
+    predictions = [theirs.predict_face(photos[name]) for name in names]
+    male_theirs = np.array([r["gender"]["value"] == "male" for r in predictions])
+    age_theirs = np.array([r["age"]["value"] for r in predictions], dtype=np.float64)
+    true_age = np.array([float(row["age"]) for row in labels])
+    true_male = np.array([row["gender"] in ("0", 0) for row in labels])  # UTKFace: 0 male, 1 female
     report = {
-        "photos": len(keep), "pack": str(args.pack), "test": str(args.test),
+        "photos": len(names), "pack": str(args.pack), "test": str(args.test),
         "gender_agreement": float((male_ours == male_theirs).mean()),
         "age_correlation": float(np.corrcoef(age_ours, age_theirs)[0, 1]),
         "age_mean_abs_difference": float(np.abs(age_ours - age_theirs).mean()),

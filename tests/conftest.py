@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import csv
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,17 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs {path} (the shared data folder beside the repository; CI always has it)")
     return path
+
+
+def shared_test_photos(tar_path: Path, labels: Path, count: int, folder: Path) -> list[Path]:
+    """The first ``count`` test-split photos (sorted names) of a shared data set."""
+    with open(labels, newline="", encoding="utf-8") as f:
+        names = sorted(r["file"] for r in csv.DictReader(f)
+                       if r["split"] == "test" and r.get("duplicate_of_earlier", "0") != "1")[:count]
+    wanted, paths = set(names), []
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            if Path(member.name).name in wanted:
+                paths.append(folder / Path(member.name).name)
+                paths[-1].write_bytes(tar.extractfile(member).read())
+    return sorted(paths)

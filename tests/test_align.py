@@ -7,12 +7,10 @@ model is missing.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import shared_data, tiny_networks
+from conftest import shared_data, shared_test_photos, tiny_networks
 from idinvert import align as A
 from idinvert.cli import main
 from idinvert.errors import CheckpointError, ConfigError, IdinvertError, ImageError
@@ -44,26 +42,12 @@ def dlib_ready():
         pytest.skip(str(exc))
 
 
-def _test_split(tar_path: Path, labels: Path, count: int, folder: Path) -> list[Path]:
-    """The first ``count`` test-split photos (sorted names) of a shared data set."""
-    with open(labels, newline="", encoding="utf-8") as f:
-        names = sorted(r["file"] for r in csv.DictReader(f)
-                       if r["split"] == "test" and r.get("duplicate_of_earlier", "0") != "1")[:count]
-    wanted, paths = set(names), []
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            if Path(member.name).name in wanted:
-                paths.append(folder / Path(member.name).name)
-                paths[-1].write_bytes(tar.extractfile(member).read())
-    return sorted(paths)
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> dict[str, list[Path]]:
     folder = tmp_path_factory.mktemp("faces")
-    return {"utkface": _test_split(shared_data("utkface", "images.tar"), shared_data("utkface", "labels.csv"), 6,
+    return {"utkface": shared_test_photos(shared_data("utkface", "images.tar"), shared_data("utkface", "labels.csv"), 6,
                                    folder),
-            "celeba": _test_split(shared_data("celeba6k", "images.tar"), shared_data("celeba6k", "attributes.csv"),
+            "celeba": shared_test_photos(shared_data("celeba6k", "images.tar"), shared_data("celeba6k", "attributes.csv"),
                                   6, folder)}
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import tarfile
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from PIL import Image
 from idinvert.cli import main
 from idinvert.pack import bundled_pack_dir, load_pack
 
-from conftest import shared_data
+from conftest import shared_data, shared_test_photos
 
 EDITS = ("age", "gender", "smile", "eyeglasses")
 
@@ -53,19 +51,9 @@ def test_default_samples_are_faces_not_noise(default_pack):
     assert (centre[:, 0].mean() > centre[:, 2].mean())  # red above blue: skin
 
 
-def utkface_test_photo(tmp_path):
-    images, labels = shared_data("utkface", "images.tar"), shared_data("utkface", "labels.csv")
-    with open(labels, newline="") as f:
-        names = [r["file"] for r in csv.DictReader(f) if r["split"] == "test"]
-    with tarfile.open(images) as tar:
-        member = next(m for m in tar.getmembers() if m.isfile() and m.name.rsplit("/", 1)[-1] == names[0])
-        path = tmp_path / member.name.rsplit("/", 1)[-1]
-        path.write_bytes(tar.extractfile(member).read())
-    return path
-
-
 def test_invert_a_test_photo_without_any_option(tmp_path):
-    photo = utkface_test_photo(tmp_path)
+    (photo,) = shared_test_photos(shared_data("utkface", "images.tar"), shared_data("utkface", "labels.csv"), 1,
+                                  tmp_path)
     out = tmp_path / "out"
     assert main(["invert", str(photo), "--out", str(out), "--steps", "30", "--quiet"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
