@@ -262,6 +262,19 @@ def test_evaluate_fid_path_and_errors(eval_pack, prepared, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_spread_subset_takes_evenly_spaced_images(prepared):
+    from idinvert.cli.evaluate import load_image_set, subset_indices
+
+    assert subset_indices(10, 4, spread=True) == [0, 3, 6, 9]
+    assert subset_indices(10, 4) == [0, 1, 2, 3] and subset_indices(3, 5, spread=True) == [0, 1, 2]
+    first = load_image_set([str(prepared)], 32, 3, None)
+    spread = load_image_set([str(prepared)], 32, 3, None, spread=True)
+    assert first.names == ["p0.png", "p1.png", "p2.png"]
+    assert spread.names == ["p0.png", "p2.png", "p5.png"]  # linspace(0, 5, 3) rounds 2.5 to 2
+    assert torch.equal(spread.images[1], first.images[2])
+    assert [str(r["Smiling"]) for r in spread.rows] == ["0", "0", "1"]  # labels follow their images
+
+
 def test_library_evaluate_without_attributes(tiny_pack):
     """The tiny pack alone: no conventional encoder, no boundaries — noted, not failed."""
     torch.manual_seed(0)

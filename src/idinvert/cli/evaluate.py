@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="labels CSV with a 'file' column (basenames) and attribute columns (0/1, age, gender)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--count", type=int, default=None, help="use the first N images (default: all)")
+    p.add_argument("--spread", action="store_true",
+                   help="with --count: take N images evenly spaced over the set instead of the first N "
+                        "(a prepared set is sorted by file name, which for UTKFace means by age)")
     p.add_argument("--methods", nargs="+", choices=METHOD_KINDS, default=list(METHOD_KINDS), metavar="METHOD",
                    help=f"Table 1 methods, some of {' '.join(METHOD_KINDS)} (default: all the pack can run)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"in-domain inversion steps (default {d.steps})")
@@ -133,7 +136,17 @@ def is_prepared(folder: Path) -> bool:
     return folder.is_dir() and (folder / "index.json").is_file() and (folder / "images.npy").is_file()
 
 
-def load_image_set(inputs: list[str], resolution: int, count: int | None, labels: Path | None) -> ImageSet:
+def subset_indices(total: int, count: int | None, spread: bool = False) -> list[int]:
+    """The images used: all, the first ``count``, or ``count`` evenly spaced ones (first and last included)."""
+    if count is None or count >= total:
+        return list(range(total))
+    if not spread:
+        return list(range(count))
+    return [int(i) for i in np.linspace(0, total - 1, count).round()]
+
+
+def load_image_set(inputs: list[str], resolution: int, count: int | None, labels: Path | None,
+                   spread: bool = False) -> ImageSet:
     """Images (and labels) from a prepared set or from image files, folders and list files."""
     if count is not None and count < 2:
         raise ConfigError("--count must be at least 2 (FID, SWD and pairs compare sets)")
@@ -141,20 +154,21 @@ def load_image_set(inputs: list[str], resolution: int, count: int | None, labels
         from ..training.data import ImageDataset
 
         ds = ImageDataset(inputs[0])
-        n = len(ds) if count is None else min(count, len(ds))
-        pixels = np.array(ds.images[:n])  # [N, r, r, 3] uint8, copied out of the memory map
+        chosen = subset_indices(len(ds), count, spread)
+        pixels = np.array(ds.images[chosen])  # [N, r, r, 3] uint8, copied out of the memory map
         if ds.resolution == resolution:
             images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         else:
             from PIL import Image
 
             images = torch.stack([pil_to_tensor(resize_square(Image.fromarray(p), resolution)) for p in pixels])
-        names = [Path(name).name for name in ds.names[:n]]
-        rows = [dict(r) for r in ds.labels[:n]] if any(ds.labels[:n]) else None
+        names = [Path(ds.names[i]).name for i in chosen]
+        chosen_labels = [ds.labels[i] for i in chosen]
+        rows = [dict(r) for r in chosen_labels] if any(chosen_labels) else None
         source = str(inputs[0])
     else:
         paths = expand_inputs(inputs)
-        paths = paths if count is None else paths[:count]
+        paths = [paths[i] for i in subset_indices(len(paths), count, spread)]
         images = read_images(paths, resolution)
         names, rows, source = [p.name for p in paths], None, ", ".join(map(str, inputs))
     if images.shape[0] < 2:
@@ -216,7 +230,7 @@ def command_line(args: argparse.Namespace, config: EvaluationConfig) -> str:
         parts += ["--labels", str(args.labels)]
     parts += ["--out", str(args.out)]
     if args.count is not None:
-        parts += ["--count", str(args.count)]
+        parts += ["--count", str(args.count)] + (["--spread"] if args.spread else [])
     if args.threads is not None:
         parts += ["--threads", str(args.threads)]
     parts += ["--methods", *config.methods, "--steps", str(config.steps),
@@ -241,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     pack = open_pack(args)
     config = evaluation_config(args, args.batch_size or default_batch_size(pack))
-    data = load_image_set(args.images, pack.resolution, args.count, args.labels)
+    data = load_image_set(args.images, pack.resolution, args.count, args.labels, args.spread)
     boundaries = load_pack_boundaries(pack, config.boundaries) if pack.config.get("boundaries") else {}
     if config.boundaries and not boundaries:
         raise ConfigError(f"--boundaries: the pack {pack.path} has no boundaries")
