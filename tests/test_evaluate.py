@@ -21,7 +21,8 @@ from idinvert.evaluation import (EvaluationConfig, MemoryCache, RealReference, a
                                  boundary_projection, edit_quality, evaluate, labels_from_rows, midpoints,
                                  monotone_fraction, precision_recall_curve, random_pairs, spearman)
 from idinvert.evaluation.plots import bar_chart, line_chart, nice_ticks
-from idinvert.metrics import FrechetInceptionDistance, SlicedWassersteinDistance, swd_from_images
+from idinvert.metrics import (FrechetInceptionDistance, KernelInceptionDistance, SlicedWassersteinDistance,
+                              swd_from_images)
 from idinvert.networks import DomainGuidedEncoder
 from idinvert.pack import load_pack, update_pack
 from idinvert.training.data import prepare_dataset
@@ -121,6 +122,16 @@ def test_real_reference_equals_the_metric_classes():
     alone = swd_from_images(real, fake, generator=torch.Generator().manual_seed(3))
     assert ref.compare(fake).swd == pytest.approx(alone.mean)
     assert ref.compare(fake).fid == pytest.approx(result.fid, rel=1e-9)  # the real statistics are reused as is
+    kid = KernelInceptionDistance(feature_extractor=flat, generator=torch.Generator().manual_seed(3))
+    kid.update(real, real=True)
+    kid.update(fake, real=False)
+    expected = kid.compute()
+    assert result.kid_subset_size == expected.subset_size == 4
+    assert result.kid == pytest.approx(1e3 * expected.mean, rel=1e-9)
+    assert result.kid_std == pytest.approx(1e3 * expected.std, rel=1e-9)
+    # a reference rebuilt from cached statistics without the features gives FID but no KID
+    cached = RealReference(real, seed=3, feature_extractor=flat, real_stats=ref.real_stats)
+    assert cached.compare(fake).fid == pytest.approx(result.fid, rel=1e-9) and cached.compare(fake).kid is None
 
 
 def test_charts_are_drawn():
@@ -249,8 +260,9 @@ def test_evaluate_fid_path_and_errors(eval_pack, prepared, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     (row,) = results["table1"]["rows"]
     assert row["key"] == "encoder" and row["distribution"]["fid"] > 0 and row["distribution"]["count"] == 3
+    assert row["distribution"]["kid"] is not None and row["distribution"]["kid_subset_size"] == 3
     assert results["table2"]["interpolation"] == {"skipped": "--skip interpolation"}
-    assert "FID ↓ (n = 3)" in (out / "results.md").read_text()
+    assert "FID ↓ (n = 3)" in (out / "results.md").read_text() and "KID ×1e3 ↓" in (out / "results.md").read_text()
     assert (out / "plots/table1_fid.png").is_file() and (out / "cache/real-statistics.safetensors").is_file()
     capsys.readouterr()
     assert main(["evaluate", "--pack", str(eval_pack), "--images", str(prepared), "--out", str(tmp_path / "x"),

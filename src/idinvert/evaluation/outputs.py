@@ -21,6 +21,8 @@ TABLE1_METRICS = (  # key, column title, better
     ("mse", "MSE", "↓"), ("psnr", "PSNR (dB)", "↑"), ("ssim", "SSIM", "↑"), ("lpips", "LPIPS", "↓"),
     ("identity", "ID", "↑"))
 OTHER_MOVERS = 3  # other attributes listed per boundary in the Markdown table
+DISTANCES = ("fid", "kid", "swd")  # set distances, in the order of the tables
+DISTANCE_TITLES = (("fid", "FID"), ("kid", "KID ×1e3"), ("swd", "SWD ×1e3"))
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -78,7 +80,7 @@ def _table1_md(results: dict) -> list[str]:
     rows = t1["rows"]
     n = t1["count"]
     present = [(k, title, better) for k, title, better in TABLE1_METRICS if any(_metric(r, k) is not None for r in rows)]
-    distances = [(k, title) for k, title in (("fid", f"FID ↓ (n = {n})"), ("swd", "SWD ×1e3 ↓"))
+    distances = [(k, title) for k, title in (("fid", f"FID ↓ (n = {n})"), ("kid", "KID ×1e3 ↓"), ("swd", "SWD ×1e3 ↓"))
                  if any((r.get("distribution") or {}).get(k) is not None for r in rows)]
     headers = ["Method", "Time / image (s)"] + [f"{title} {better}" for _, title, better in present] + \
         [title for _, title in distances]
@@ -89,37 +91,37 @@ def _table1_md(results: dict) -> list[str]:
                     [_num(d.get(k)) for k, _ in distances])
     devices = sorted({f"{r['device']} (batch {r['batch_size']})" for r in rows})
     return ["## Table 1 — reconstruction by inversion method", ""] + _table(headers, body) + [
-        f"Times per image on {', '.join(devices)}. FID/SWD compare the {n} reconstructions with the same {n} "
+        f"Times per image on {', '.join(devices)}. FID/KID/SWD compare the {n} reconstructions with the same {n} "
         f"real images; FID from fewer than a few thousand images is biased upwards, so compare rows with each "
-        f"other, not with published values.", ""]
+        f"other, not with published values (KID is unbiased, but noisy on small sets).", ""]
 
 
 def _table2_md(results: dict) -> list[str]:
     t2 = results["table2"]
     interp, manip = t2["interpolation"], t2["manipulation"]
-    lines = ["## Table 2 — interpolation and manipulation (FID / SWD against the real images)", ""]
+    lines = ["## Table 2 — interpolation and manipulation (FID / KID / SWD against the real images)", ""]
     keys = list(dict.fromkeys(list((interp.get("methods") or {})) + list((manip.get("methods") or {}))))
     labels = {r["key"]: r["label"] for r in results["table1"]["rows"]}
     if not keys:
         reasons = {_skipped(interp), _skipped(manip)} - {None}
         return lines + [f"Not run ({'; '.join(sorted(reasons)) or 'needs the MSE baseline or in-domain codes'}).", ""]
-    headers = ["Method", f"Interpolation FID ↓ ({interp.get('pairs', '–')} pairs)", "Interpolation SWD ↓",
-               f"Manipulation FID ↓ (±{manip.get('distance', '–')})", "Manipulation SWD ↓"]
+    headers = ["Method", f"Interpolation FID ↓ ({interp.get('pairs', '–')} pairs)", "Interpolation KID ×1e3 ↓",
+               "Interpolation SWD ↓", f"Manipulation FID ↓ (±{manip.get('distance', '–')})",
+               "Manipulation KID ×1e3 ↓", "Manipulation SWD ↓"]
     body = []
     for k in keys:
         i = (interp.get("methods") or {}).get(k)
         m = ((manip.get("methods") or {}).get(k) or {}).get("all")
-        body.append([labels.get(k, k), _num(_dist(i, "fid")), _num(_dist(i, "swd")), _num(_dist(m, "fid")),
-                     _num(_dist(m, "swd"))])
+        body.append([labels.get(k, k)] + [_num(_dist(part, what)) for part in (i, m) for what in DISTANCES])
     lines += _table(headers, body)
     for part, name in ((interp, "interpolation"), (manip, "manipulation")):
         if _skipped(part):
             lines += [f"The {name} column was not run: {_skipped(part)}.", ""]
     if manip.get("methods"):
         names = manip["boundaries"]
-        headers = ["Boundary"] + [f"{labels.get(k, k)} {what}" for k in manip["methods"] for what in ("FID", "SWD")]
+        headers = ["Boundary"] + [f"{labels.get(k, k)} {what.upper()}" for k in manip["methods"] for what in DISTANCES]
         body = [[b] + [_num(_dist(manip["methods"][k]["per_boundary"].get(b), what))
-                       for k in manip["methods"] for what in ("fid", "swd")] for b in names]
+                       for k in manip["methods"] for what in DISTANCES] for b in names]
         lines += ["Manipulation per boundary (each 2·N edited images):", ""] + _table(headers, body)
     return lines
 
@@ -129,9 +131,10 @@ def _ablation_md(results: dict) -> list[str]:
     lines = ["## λ_dom ablation (Fig. 9) — reconstruction vs interpolation", ""]
     if _skipped(ab):
         return lines + [f"Not run: {_skipped(ab)}.", ""]
-    body = [[_num(r["lambda_dom"]), _num(_metric(r, "mse")), _num(_metric(r, "lpips")),
-             _num(_dist(r.get("interpolation"), "fid")), _num(_dist(r.get("interpolation"), "swd"))] for r in ab["rows"]]
-    return lines + _table(["λ_dom", "MSE ↓", "LPIPS ↓", "Interpolation FID ↓", "Interpolation SWD ↓"], body) + [
+    body = [[_num(r["lambda_dom"]), _num(_metric(r, "mse")), _num(_metric(r, "lpips"))] +
+            [_num(_dist(r.get("interpolation"), what)) for what in DISTANCES] for r in ab["rows"]]
+    headers = ["λ_dom", "MSE ↓", "LPIPS ↓", "Interpolation FID ↓", "Interpolation KID ×1e3 ↓", "Interpolation SWD ↓"]
+    return lines + _table(headers, body) + [
         f"In-domain inversion, {ab['steps']} steps, {ab['pairs']} interpolation pairs. A larger λ_dom keeps the code "
         f"in the encoder's domain: reconstructions get worse, interpolations better.", ""]
 
@@ -206,7 +209,7 @@ def _table1_charts(results: dict) -> dict[str, Image.Image]:
         values = [_metric(r, key) for r in rows]
         if any(v is not None for v in values):
             charts[f"plots/table1_{key}.png"] = bar_chart(labels, values, title=f"Table 1: {title} {better}")
-    for key, title in (("fid", "FID"), ("swd", "SWD ×1e3")):
+    for key, title in DISTANCE_TITLES:
         values = [(r.get("distribution") or {}).get(key) for r in rows]
         if any(v is not None for v in values):
             charts[f"plots/table1_{key}.png"] = bar_chart(
@@ -218,7 +221,7 @@ def _table2_charts(results: dict) -> dict[str, Image.Image]:
     charts = {}
     for column in ("interpolation", "manipulation"):
         methods = results["table2"][column].get("methods") or {}
-        for key, title in (("fid", "FID"), ("swd", "SWD ×1e3")):
+        for key, title in DISTANCE_TITLES:
             values = [(m.get("all", m) if column == "manipulation" else m).get(key) for m in methods.values()]
             if methods and any(v is not None for v in values):
                 charts[f"plots/table2_{column}_{key}.png"] = bar_chart(
@@ -235,6 +238,7 @@ def _ablation_chart(results: dict) -> Image.Image | None:
     for title, getter in (("reconstruction MSE ↓", lambda r: _metric(r, "mse")),
                           ("reconstruction LPIPS ↓", lambda r: _metric(r, "lpips")),
                           ("interpolation FID ↓", lambda r: _dist(r.get("interpolation"), "fid")),
+                          ("interpolation KID ↓", lambda r: _dist(r.get("interpolation"), "kid")),
                           ("interpolation SWD ↓", lambda r: _dist(r.get("interpolation"), "swd"))):
         ys = [getter(r) for r in ab["rows"]]
         if any(y is not None for y in ys):

@@ -49,6 +49,7 @@ METRIC_SKIPS = ("fid", "swd", "lpips", "id")  # metrics that --skip can leave ou
 PART_SKIPS = ("interpolation", "manipulation", "ablation", "edits", "pr")  # parts that --skip can leave out
 SKIPPABLE = METRIC_SKIPS + PART_SKIPS
 RESULTS_FORMAT = "idinvert-evaluation"
+DISTANCES_VERSION = 2  # in the fingerprints of cached FID/SWD parts; 2 added KID (older entries are recomputed)
 
 
 @dataclass(frozen=True)
@@ -263,24 +264,25 @@ class Evaluation:
         if not (fid or swd):
             return None
         if self._reference is None:
-            stats = None
+            stats = features = None
             if fid:
-                fp = digest("real-statistics", self.data_digest, self.feature_extractor is None)
+                fp = digest("real-statistics", DISTANCES_VERSION, self.data_digest, self.feature_extractor is None)
 
                 def compute() -> dict[str, Any]:
                     with self.progress("real-set Inception features", self.n) as bar:
                         ref = RealReference(self.images, fid=True, swd=False, device=self.pack.device,
                                             feature_extractor=self.feature_extractor, progress=bar.update)
                     s = ref.real_stats
-                    return {"count": s.count, "mean": s.mean, "scatter": s.scatter}
+                    return {"count": s.count, "mean": s.mean, "scatter": s.scatter, "features": ref.real_features}
 
                 entry = self._cached("real-statistics", fp, compute)
                 stats = GaussianStatistics()
                 stats.count = int(entry["count"])
                 stats.mean, stats.scatter = entry["mean"].double(), entry["scatter"].double()
+                features = entry["features"]
             self._reference = RealReference(self.images, fid=fid, swd=swd, seed=self.config.seed,
                                             device=self.pack.device, feature_extractor=self.feature_extractor,
-                                            real_stats=stats)
+                                            real_stats=stats, real_features=features if fid else None)
         return self._reference
 
     def _compare(self, batches: Iterator[torch.Tensor]) -> dict[str, Any]:
@@ -342,7 +344,7 @@ class Evaluation:
 
     def table1_row(self, spec: MethodSpec, entry: dict[str, Any]) -> dict[str, Any]:
         c = self.config
-        fp = digest("table1", entry["fingerprint"], self.identity, sorted(c.skip), c.seed, c.metric_batch,
+        fp = digest("table1", DISTANCES_VERSION, entry["fingerprint"], self.identity, sorted(c.skip), c.seed, c.metric_batch,
                     self.feature_extractor is None)
         measured = self._cached(f"table1-{spec.key}", fp, lambda: self.reconstruction(
             entry["codes"], identity=self.identity, distances=True, desc=f"Table 1 metrics: {spec.label}"))
@@ -373,7 +375,7 @@ class Evaluation:
 
     def interpolation_distance(self, codes: torch.Tensor, pairs: torch.Tensor, label: str) -> dict[str, Any]:
         c = self.config
-        fp = digest("interpolation", tensor_digest(codes), tensor_digest(pairs), self.data_digest, sorted(c.skip),
+        fp = digest("interpolation", DISTANCES_VERSION, tensor_digest(codes), tensor_digest(pairs), self.data_digest, sorted(c.skip),
                     c.seed, self.feature_extractor is None)
 
         def compute() -> dict[str, Any]:
@@ -398,7 +400,7 @@ class Evaluation:
         out: dict[str, Any] = {"distance": d, "boundaries": sorted(self.boundaries), "methods": {}}
         for spec in self._table2_methods(methods):
             codes = self.codes[spec.key]
-            fp = digest("manipulation", tensor_digest(codes), self.attr_digest, self.data_digest, d, sorted(c.skip),
+            fp = digest("manipulation", DISTANCES_VERSION, tensor_digest(codes), self.attr_digest, self.data_digest, d, sorted(c.skip),
                         c.seed, self.feature_extractor is None)
 
             def compute(codes=codes, spec=spec) -> dict[str, Any]:
