@@ -20,8 +20,6 @@ the command.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from common import machine, write_report
 from idinvert.metrics.fid import fid_from_features
 from idinvert.metrics.inception import inception_features
 from idinvert.metrics.kid import kid_from_features
@@ -103,13 +102,16 @@ def markdown(report: dict) -> str:
              f"Held-out set: `{report['test']}` ({report['real_images']} photos); {report['draws']} random draws "
              f"per size; pack `{report['pack']}`.", "", f"Machine: {report['machine']}; {report['seconds']} s.", "",
              "Command:", "", "```", report["command"], "```", "",
-             "| n | FID real vs real (floor) | KID×1e3 real vs real | FID samples vs real | KID×1e3 samples vs real |",
+             "| n | FID real vs real (floor) | KID×1e3 real vs real | FID samples vs real "
+             "| KID×1e3 samples vs real |",
              "|---|---|---|---|---|"]
 
     def cell(row: dict, key: str) -> str:
         s = row.get(key)
-        return f"{s['mean']:.1f} ± {s['std']:.1f}" if s and "fid" in key else \
-            (f"{s['mean']:.2f} ± {s['std']:.2f}" if s else "–")
+        if not s:
+            return "–"
+        digits = 1 if "fid" in key else 2
+        return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
     for row in report["rows"]:
         lines.append(f"| {row['n']} | {cell(row, 'real_fid')} | {cell(row, 'real_kid')} | {cell(row, 'sample_fid')} "
@@ -143,14 +145,10 @@ def main() -> None:
     report = {"pack": args.pack or "default", "test": str(args.test), "real_images": len(test),
               "samples": args.samples, "draws": args.draws, "seed": args.seed,
               "command": "python " + " ".join(sys.argv),
-              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                         f"torch {torch.__version__}, {platform.system()}",
+              "machine": machine(),
               "rows": measure(real, fake, sizes, args.draws, args.seed)}
     report["seconds"] = round(time.perf_counter() - start, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
 import torch
 
+from common import machine, write_report
 from idinvert.cli.evaluate import load_image_set
 from idinvert.metrics.identity import cached_face_identity
 from idinvert.training.data import ImageDataset
@@ -42,9 +42,8 @@ def main() -> None:
               "mean": float(cosine.mean()), "std": float(cosine.std()), "median": float(cosine.median()),
               "p95": float(cosine.quantile(0.95)), "max": float(cosine.max()),
               "command": "python " + " ".join(sys.argv),
-              "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+              "machine": machine()}
+    write_report(args.out, report)
     print(json.dumps(report, indent=2))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from common import machine, write_report
 from idinvert.inversion import InversionConfig, invert
 from idinvert.metrics.fid import FrechetInceptionDistance
 from idinvert.metrics.pixel import mse as per_image_mse
@@ -144,8 +144,7 @@ def main() -> None:
     pack = load_pack(args.pack)
     test = ImageDataset(args.test)
     report = {"pack": str(args.pack), "test": str(args.test), "command": "python " + " ".join(sys.argv),
-              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                         f"torch {torch.__version__}, {platform.system()}"}
+              "machine": machine()}
     start = time.perf_counter()
     if "reconstruction" not in args.skip:
         counts = {"count": min(args.count, len(test)), "count_opt": min(args.count_opt, len(test)),
@@ -157,10 +156,7 @@ def main() -> None:
         report["fid"] = sample_fid(pack, test, args.fid_samples, args.batch, seed=0)
     report["throughput"] = throughput(args.runs)
     report["seconds"] = round(time.perf_counter() - start, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, report, markdown(report))
 
 
 if __name__ == "__main__":
