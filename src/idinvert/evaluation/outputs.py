@@ -21,8 +21,8 @@ TABLE1_METRICS = (  # key, column title, better
     ("mse", "MSE", "↓"), ("psnr", "PSNR (dB)", "↑"), ("ssim", "SSIM", "↑"), ("lpips", "LPIPS", "↓"),
     ("identity", "ID", "↑"))
 OTHER_MOVERS = 3  # other attributes listed per boundary in the Markdown table
-DISTANCES = ("fid", "kid", "swd")  # set distances, in the order of the tables
-DISTANCE_TITLES = (("fid", "FID"), ("kid", "KID ×1e3"), ("swd", "SWD ×1e3"))
+DISTANCE_TITLES = (("fid", "FID"), ("kid", "KID ×1e3"), ("swd", "SWD ×1e3"))  # set distances, in table order
+DISTANCES = tuple(key for key, _ in DISTANCE_TITLES)
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -80,7 +80,7 @@ def _table1_md(results: dict) -> list[str]:
     rows = t1["rows"]
     n = t1["count"]
     present = [(k, title, better) for k, title, better in TABLE1_METRICS if any(_metric(r, k) is not None for r in rows)]
-    distances = [(k, title) for k, title in (("fid", f"FID ↓ (n = {n})"), ("kid", "KID ×1e3 ↓"), ("swd", "SWD ×1e3 ↓"))
+    distances = [(k, f"FID ↓ (n = {n})" if k == "fid" else f"{title} ↓") for k, title in DISTANCE_TITLES
                  if any((r.get("distribution") or {}).get(k) is not None for r in rows)]
     headers = ["Method", "Time / image (s)"] + [f"{title} {better}" for _, title, better in present] + \
         [title for _, title in distances]
@@ -119,7 +119,8 @@ def _table2_md(results: dict) -> list[str]:
             lines += [f"The {name} column was not run: {_skipped(part)}.", ""]
     if manip.get("methods"):
         names = manip["boundaries"]
-        headers = ["Boundary"] + [f"{labels.get(k, k)} {what.upper()}" for k in manip["methods"] for what in DISTANCES]
+        headers = ["Boundary"] + [f"{labels.get(k, k)} {what.upper()}" for k in manip["methods"]
+                                  for what in DISTANCES]
         body = [[b] + [_num(_dist(manip["methods"][k]["per_boundary"].get(b), what))
                        for k in manip["methods"] for what in DISTANCES] for b in names]
         lines += ["Manipulation per boundary (each 2·N edited images):", ""] + _table(headers, body)
@@ -133,7 +134,8 @@ def _ablation_md(results: dict) -> list[str]:
         return lines + [f"Not run: {_skipped(ab)}.", ""]
     body = [[_num(r["lambda_dom"]), _num(_metric(r, "mse")), _num(_metric(r, "lpips"))] +
             [_num(_dist(r.get("interpolation"), what)) for what in DISTANCES] for r in ab["rows"]]
-    headers = ["λ_dom", "MSE ↓", "LPIPS ↓", "Interpolation FID ↓", "Interpolation KID ×1e3 ↓", "Interpolation SWD ↓"]
+    headers = ["λ_dom", "MSE ↓", "LPIPS ↓", "Interpolation FID ↓", "Interpolation KID ×1e3 ↓",
+               "Interpolation SWD ↓"]
     return lines + _table(headers, body) + [
         f"In-domain inversion, {ab['steps']} steps, {ab['pairs']} interpolation pairs. A larger λ_dom keeps the code "
         f"in the encoder's domain: reconstructions get worse, interpolations better.", ""]

@@ -282,7 +282,7 @@ class Evaluation:
                 features = entry["features"]
             self._reference = RealReference(self.images, fid=fid, swd=swd, seed=self.config.seed,
                                             device=self.pack.device, feature_extractor=self.feature_extractor,
-                                            real_stats=stats, real_features=features if fid else None)
+                                            real_stats=stats, real_features=features)
         return self._reference
 
     def _compare(self, batches: Iterator[torch.Tensor]) -> dict[str, Any]:
@@ -344,8 +344,8 @@ class Evaluation:
 
     def table1_row(self, spec: MethodSpec, entry: dict[str, Any]) -> dict[str, Any]:
         c = self.config
-        fp = digest("table1", DISTANCES_VERSION, entry["fingerprint"], self.identity, sorted(c.skip), c.seed, c.metric_batch,
-                    self.feature_extractor is None)
+        fp = digest("table1", DISTANCES_VERSION, entry["fingerprint"], self.identity, sorted(c.skip), c.seed,
+                    c.metric_batch, self.feature_extractor is None)
         measured = self._cached(f"table1-{spec.key}", fp, lambda: self.reconstruction(
             entry["codes"], identity=self.identity, distances=True, desc=f"Table 1 metrics: {spec.label}"))
         return {"key": spec.key, "label": spec.label, "method": spec.config.method, "steps": entry["steps"],
@@ -375,8 +375,8 @@ class Evaluation:
 
     def interpolation_distance(self, codes: torch.Tensor, pairs: torch.Tensor, label: str) -> dict[str, Any]:
         c = self.config
-        fp = digest("interpolation", DISTANCES_VERSION, tensor_digest(codes), tensor_digest(pairs), self.data_digest, sorted(c.skip),
-                    c.seed, self.feature_extractor is None)
+        fp = digest("interpolation", DISTANCES_VERSION, tensor_digest(codes), tensor_digest(pairs), self.data_digest,
+                    sorted(c.skip), c.seed, self.feature_extractor is None)
 
         def compute() -> dict[str, Any]:
             with self.progress(f"interpolation: {label}", pairs.shape[0]) as bar:
@@ -400,8 +400,8 @@ class Evaluation:
         out: dict[str, Any] = {"distance": d, "boundaries": sorted(self.boundaries), "methods": {}}
         for spec in self._table2_methods(methods):
             codes = self.codes[spec.key]
-            fp = digest("manipulation", DISTANCES_VERSION, tensor_digest(codes), self.attr_digest, self.data_digest, d, sorted(c.skip),
-                        c.seed, self.feature_extractor is None)
+            fp = digest("manipulation", DISTANCES_VERSION, tensor_digest(codes), self.attr_digest, self.data_digest, d,
+                        sorted(c.skip), c.seed, self.feature_extractor is None)
 
             def compute(codes=codes, spec=spec) -> dict[str, Any]:
                 ref = self.reference()
