@@ -17,7 +17,8 @@ import torch
 
 from idinvert.errors import CheckpointError, ConfigError
 from idinvert.formats.nvidia import load_nvidia_snapshot
-from idinvert.formats.rosinality import load_rosinality_checkpoint, rosinality_state_dicts, save_rosinality
+from idinvert.formats.rosinality import (load_rosinality_checkpoint, read_checkpoint, rosinality_state_dicts,
+                                        save_rosinality)
 from idinvert.formats.stylegan2 import load_stylegan2, stylegan2_file_format
 from idinvert.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 from idinvert.networks.stylegan2_discriminator import StyleGAN2Discriminator
@@ -170,7 +171,7 @@ def test_not_a_stylegan2_file(tmp_path):
 # --- export to rosinality ---------------------------------------------------------------------------------
 def test_rosinality_export_reproduces_the_original_file(rosinality_fixture, tmp_path):
     path, g, d, _, _ = rosinality_fixture
-    original = torch.load(path, map_location="cpu", weights_only=False)
+    original = read_checkpoint(path)
     exported = rosinality_state_dicts(g, d)
     for part in ("g_ema", "d"):
         assert exported[part].keys() == original[part].keys()
