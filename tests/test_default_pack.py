@@ -76,5 +76,5 @@ def test_edit_by_attribute_name_moves_the_predicted_attribute(default_pack):
     predictor = load_predictor(default_pack).eval()
     with torch.no_grad():
         edited = manipulate(codes, boundary, distances=[-3.0, 3.0])  # [N, 2, L, C]
-        less, more = (predictor.score(default_pack.generator.synthesis(edited[:, k]), "Smiling") for k in (0, 1))
+        less, more = (predictor.score(default_pack.generator.synthesize(edited[:, k]), "Smiling") for k in (0, 1))
     assert (more > less).float().mean() >= 0.75

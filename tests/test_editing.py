@@ -198,7 +198,7 @@ def test_synthesize_keeps_the_leading_axes(tiny_pack):
     images = synthesize(tiny_pack.generator, wp, batch_size=4)
     assert images.shape == (2, 3, 3, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(images[1, 2], tiny_pack.generator.synthesis(wp[1, 2:3])[0], atol=1e-5)
+        assert torch.allclose(images[1, 2], tiny_pack.generator.synthesize(wp[1, 2:3])[0], atol=1e-5)
 
 
 # --- semantic diffusion -----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from idinvert.metrics.kid import mmd2_unbiased
 from idinvert.metrics.lpips import LPIPS, load_lpips, lpips_distance
 from idinvert.metrics.swd import laplacian_pyramid, pyr_down, pyr_up, sliced_wasserstein
 from idinvert.metrics.weights import lpips_state_dict
-from idinvert.official import load_strict
+from idinvert.formats.common import load_strict
 
 
 

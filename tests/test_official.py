@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from idinvert.errors import CheckpointError
-from idinvert.official import (load_official_encoder, load_official_generator, load_official_vgg,
+from idinvert.formats.official import (load_official_encoder, load_official_generator, load_official_vgg,
                                read_state_dict)
 from official_layout import encoder_shapes, generator_shapes, random_state, vgg_shapes
 

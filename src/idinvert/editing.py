@@ -170,6 +170,9 @@ def mix(style_codes: torch.Tensor, content_codes: torch.Tensor, layer_start: int
         raise ValueError(f"style codes {list(style_codes.shape)} and content codes {list(content_codes.shape)} "
                          f"come from different models")
     num_layers = content_codes.shape[1]
+    if num_layers < 2:
+        raise ConfigError("style mixing needs layer-wise (W+) codes; these codes have a single row (L = 1): "
+                          "use a StyleGAN pack")
     k = default_mix_layer_start(num_layers) if layer_start is None else layer_start
     if not 0 <= k <= num_layers:
         raise ConfigError(f"layer start {k} is outside 0-{num_layers} for a {num_layers}-layer model")
@@ -186,11 +189,11 @@ def synthesize(generator: torch.nn.Module, codes: torch.Tensor, *, batch_size: i
     on the generator's device; ``callback(n)`` after each batch of n images."""
     lead = codes.shape[:-2]
     flat = codes.reshape(-1, *codes.shape[-2:])
-    device = next(generator.parameters()).device
+    device = generator.device
     chunks = []
     with frozen(generator), torch.no_grad():
         for batch in flat.split(batch_size):
-            chunks.append(generator.synthesis(batch.to(device)))
+            chunks.append(generator.synthesize(batch.to(device)))
             if callback is not None:
                 callback(batch.shape[0])
     images = torch.cat(chunks) if chunks else torch.empty(0, 3, generator.resolution, generator.resolution)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, NonFiniteError
-from .networks import DomainGuidedEncoder, StyleGANGenerator, VGG16Features
+from .networks import DomainGuidedEncoder, CodeGenerator, VGG16Features
 
 METHODS = ("in-domain", "encoder", "mse", "conventional")
 INITS = ("encoder", "random", "mean")
@@ -121,7 +121,7 @@ class OptimizationTrace:
     steps_run: torch.Tensor  # [N]
 
 
-def optimize_codes(generator: StyleGANGenerator, perceptual: VGG16Features | None, target: torch.Tensor,
+def optimize_codes(generator: CodeGenerator, perceptual: VGG16Features | None, target: torch.Tensor,
                    init_codes: torch.Tensor, *, steps: int, lr: float = 0.01, lambda_pix: float = 1.0,
                    lambda_vgg: float = 0.0, lambda_dom: float = 0.0,
                    encoder: DomainGuidedEncoder | None = None, mask: torch.Tensor | None = None,
@@ -149,7 +149,7 @@ def optimize_codes(generator: StyleGANGenerator, perceptual: VGG16Features | Non
     active = torch.ones(n, dtype=torch.bool, device=z.device)
     steps_run = torch.zeros(n, dtype=torch.long)
     for step in range(steps):
-        recon = generator.synthesis(z)
+        recon = generator.synthesize(z)
         diff = recon - target if mask is None else (recon - target) * mask
         terms = {"pix": diff.square().flatten(1).mean(dim=1)}
         if use_vgg:
@@ -197,16 +197,16 @@ def encode(encoder: DomainGuidedEncoder, images: torch.Tensor) -> torch.Tensor:
         return encoder(images)
 
 
-def initial_codes(kind: str, n: int, generator: StyleGANGenerator, *, encoded: torch.Tensor | None,
+def initial_codes(kind: str, n: int, generator: CodeGenerator, *, encoded: torch.Tensor | None,
                   rng: torch.Generator | None = None) -> torch.Tensor:
-    shape = (n, generator.num_layers, generator.w_dim)
-    w_avg = generator.truncation.w_avg
+    shape = (n, *generator.code_shape)
+    mean = generator.mean_code()  # [L, C]
     if kind == "encoder":
         assert encoded is not None
         return encoded
-    if kind == "random":  # N(0, 1) in W+ (TF invert.py --random_init)
-        return torch.randn(shape, generator=rng).to(w_avg.device, w_avg.dtype)
-    return w_avg.view(1, 1, -1).expand(shape).clone()  # the mean code
+    if kind == "random":  # N(0, 1) in the code space (TF invert.py --random_init; the prior in Z)
+        return torch.randn(shape, generator=rng).to(mean.device, mean.dtype)
+    return mean.unsqueeze(0).expand(shape).clone()  # the mean code
 
 
 def _encoder_for(pack, config: InversionConfig) -> DomainGuidedEncoder | None:
@@ -253,7 +253,7 @@ def invert(images: torch.Tensor, pack, config: InversionConfig | None = None, *,
     initialisation; ``callback(batch_index, step, losses)`` reports progress.
     """
     config = config or InversionConfig()
-    generator, res = pack.generator, pack.generator.resolution
+    generator, res = pack.generator, pack.resolution
     if images.ndim != 4 or images.shape[1:] != (3, res, res):
         raise ValueError(f"expected images [N, 3, {res}, {res}] in [-1, 1], got {list(images.shape)}")
     encoder = _encoder_for(pack, config)
@@ -269,13 +269,13 @@ def invert(images: torch.Tensor, pack, config: InversionConfig | None = None, *,
             batches.append(_invert_batch(pack, images[lo:lo + size], config, encoder, lambda_vgg, m, rng, report))
         with torch.no_grad():
             codes = torch.cat([b.trace.codes for b in batches])
-            recon = torch.cat([generator.synthesis(c) for c in codes.split(size)])
+            recon = torch.cat([generator.synthesize(c) for c in codes.split(size)])
             encoder_codes = torch.cat([b.encoded for b in batches]) if encoder is not None else None
             unchanged = (not config.optimises or config.steps == 0) and config.initialisation == "encoder"
             if encoder_codes is None or unchanged:
                 encoder_recon = recon if encoder_codes is not None else None
             else:
-                encoder_recon = torch.cat([generator.synthesis(c) for c in encoder_codes.split(size)])
+                encoder_recon = torch.cat([generator.synthesize(c) for c in encoder_codes.split(size)])
     return InversionResult(
         codes=codes, init_codes=torch.cat([b.init for b in batches]), encoder_codes=encoder_codes,
         reconstructions=recon, encoder_reconstructions=encoder_recon, losses=_merge_losses(batches),

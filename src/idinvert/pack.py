@@ -31,11 +31,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import (DiscriminatorConfig, EncoderConfig, GeneratorConfig, PerceptualConfig, from_dict,
+from .config import (DiscriminatorConfig, EncoderConfig, PerceptualConfig, from_dict,
                      to_dict)
 from .errors import CheckpointError
-from .networks import Discriminator, DomainGuidedEncoder, StyleGANGenerator, VGG16Features
-from .official import load_strict
+from .networks import GENERATOR_KINDS, CodeGenerator, Discriminator, DomainGuidedEncoder, VGG16Features
+from .formats.common import load_strict
 from .perceptual import build_perceptual
 
 PACK_FORMAT = "idinvert-pack"
@@ -43,8 +43,8 @@ PACK_VERSION = 1
 DEFAULT_PACK = "default"
 BUNDLED_PACKS = {"default": "utkface64"}  # names users may pass instead of a folder
 
-_NETWORKS = {  # config.json key: (file, network class, config class)
-    "generator": ("generator.safetensors", StyleGANGenerator, GeneratorConfig),
+_NETWORKS = {  # config.json key: (file, network class, config class); the generator's by its kind
+    "generator": ("generator.safetensors", None, None),
     "encoder": ("encoder.safetensors", DomainGuidedEncoder, EncoderConfig),
     "discriminator": ("discriminator.safetensors", Discriminator, DiscriminatorConfig),
     "conventional_encoder": ("conventional_encoder.safetensors", DomainGuidedEncoder, EncoderConfig),
@@ -56,7 +56,7 @@ class ModelPack:
     """Networks and settings loaded from a pack folder."""
 
     name: str
-    generator: StyleGANGenerator
+    generator: CodeGenerator
     perceptual: VGG16Features
     perceptual_config: PerceptualConfig
     encoder: DomainGuidedEncoder | None = None
@@ -67,7 +67,7 @@ class ModelPack:
 
     @property
     def device(self) -> torch.device:
-        return self.generator.truncation.w_avg.device
+        return self.generator.device
 
     @property
     def resolution(self) -> int:
@@ -75,7 +75,7 @@ class ModelPack:
 
     @property
     def code_shape(self) -> tuple[int, int]:
-        return (self.generator.num_layers, self.generator.w_dim)
+        return self.generator.code_shape
 
     def networks(self) -> dict[str, nn.Module]:
         nets = {"generator": self.generator, "perceptual": self.perceptual}
@@ -149,8 +149,19 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
+def generator_kind(config: dict) -> str:
+    """The generator kind a pack's ``config.json`` names (packs before the field: "stylegan")."""
+    kind = config.get("generator_kind", "stylegan")
+    if kind not in GENERATOR_KINDS:
+        raise CheckpointError(f"unknown generator_kind {kind!r} in config.json; this idinvert knows "
+                              f"{', '.join(GENERATOR_KINDS)}")
+    return kind
+
+
 def load_network(folder: Path, key: str, config: dict) -> nn.Module:
     filename, cls, config_cls = _NETWORKS[key]
+    if key == "generator":
+        cls, config_cls = GENERATOR_KINDS[generator_kind(config)]
     net = cls(from_dict(config_cls, config[key], what=f"{folder}/config.json [{key}]"))
     return load_strict(net, _read_safetensors(folder / filename), str(folder / filename)).eval()
 
@@ -196,7 +207,7 @@ def _state_for_file(net: nn.Module, half: bool) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_pack(folder: str | os.PathLike, *, name: str, generator: StyleGANGenerator,
+def save_pack(folder: str | os.PathLike, *, name: str, generator: CodeGenerator,
               perceptual_config: PerceptualConfig, encoder: DomainGuidedEncoder | None = None,
               discriminator: Discriminator | None = None,
               conventional_encoder: DomainGuidedEncoder | None = None,
@@ -217,7 +228,8 @@ def save_pack(folder: str | os.PathLike, *, name: str, generator: StyleGANGenera
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        config: dict[str, Any] = {"format": PACK_FORMAT, "format_version": PACK_VERSION, "name": name}
+        config: dict[str, Any] = {"format": PACK_FORMAT, "format_version": PACK_VERSION, "name": name,
+                                  "generator_kind": generator.kind}
         nets = {"generator": generator, "encoder": encoder, "discriminator": discriminator,
                 "conventional_encoder": conventional_encoder}
         for key, net in nets.items():
@@ -238,7 +250,7 @@ def save_pack(folder: str | os.PathLike, *, name: str, generator: StyleGANGenera
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (staging / "README.md").write_text(card or _default_card(config), encoding="utf-8")
+        (staging / "README.md").write_text(card or _default_card(config, generator), encoding="utf-8")
         _swap_into_place(staging, folder)
     finally:
         if staging.exists():
@@ -256,10 +268,10 @@ def _swap_into_place(staging: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _default_card(config: dict) -> str:
-    g = config["generator"]
+def _default_card(config: dict, generator: CodeGenerator) -> str:
+    res, (layers, width) = generator.resolution, generator.code_shape
     lines = [f"# Model pack `{config['name']}`", "",
-             f"- generator: {g['resolution']}×{g['resolution']}, W+ codes [{2 * (g['resolution'].bit_length() - 1) - 2}, {g['w_dim']}]",
+             f"- generator: {generator.kind}, {res}×{res}, codes [{layers}, {width}]",
              f"- encoder: {'yes' if config.get('encoder') else 'no'}",
              f"- conventional encoder: {'yes' if config.get('conventional_encoder') else 'no'}",
              f"- perceptual: VGG16 conv4_3, {config['perceptual']['convention']} convention, "
@@ -292,7 +304,7 @@ def update_pack(folder: str | os.PathLike, *, config_updates: dict[str, Any] | N
     write_text(folder / "config.json", json.dumps(config, indent=2) + "\n")
 
 
-NETWORK_KEYS = ("format", "format_version", "name", "generator", "encoder", "discriminator",
+NETWORK_KEYS = ("format", "format_version", "name", "generator_kind", "generator", "encoder", "discriminator",
                 "conventional_encoder", "perceptual")
 
 

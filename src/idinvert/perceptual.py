@@ -28,7 +28,7 @@ import torch
 from .config import PerceptualConfig
 from .errors import CheckpointError
 from .networks.vgg import IMAGENET_STD, VGG16Features
-from .official import load_strict
+from .formats.common import load_strict
 
 PAPER_LAMBDA_VGG = 5e-5  # λ_vgg of the paper and the official code, Caffe features
 CAFFE_TO_TORCHVISION_MSE = sum((255.0 * s) ** 2 for s in IMAGENET_STD) / 3  # ≈ 3321.5
@@ -74,7 +74,7 @@ def _read_any(path: Path) -> dict[str, torch.Tensor]:
         if not path.is_file():
             raise CheckpointError(f"{path}: no such file")
         return load_file(str(path))
-    from .official import read_state_dict
+    from .formats.common import read_state_dict
 
     return read_state_dict(path)
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from ..config import from_dict
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_path
-from ..official import load_strict
+from ..formats.common import load_strict
 from .predictor import EDIT_NAMES, AttributePredictor, PredictorConfig
 
 PREDICTOR_FILE = "attributes.safetensors"

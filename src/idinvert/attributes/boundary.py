@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..networks import StyleGANGenerator
+from ..networks import CodeGenerator
 from .predictor import AttributePredictor
 
 
@@ -58,19 +58,19 @@ class BoundaryResult:
 
 
 @torch.no_grad()
-def score_codes(generator: StyleGANGenerator, predictor: AttributePredictor, codes: torch.Tensor,
+def score_codes(generator: CodeGenerator, predictor: AttributePredictor, codes: torch.Tensor,
                 attribute: str, batch: int = 128) -> torch.Tensor:
     """The predictor's score of ``G(codes)`` for one attribute: ``[N]``."""
     out = []
     for chunk in codes.split(batch):
-        out.append(predictor.score(generator.synthesis(chunk), attribute).float().cpu())
+        out.append(predictor.score(generator.synthesize(chunk), attribute).float().cpu())
     return torch.cat(out)
 
 
-def sample_codes(generator: StyleGANGenerator, n: int, *, psi: float, seed: int) -> torch.Tensor:
-    z = torch.randn(n, generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
+def sample_codes(generator: CodeGenerator, n: int, *, psi: float, seed: int) -> torch.Tensor:
+    z = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        return torch.cat([generator.sample_codes(c.to(generator.truncation.w_avg.device), truncation_psi=psi)
+        return torch.cat([generator.sample_codes(c.to(generator.device), truncation_psi=psi)
                           for c in z.split(1024)])
 
 
@@ -103,7 +103,7 @@ def project_out(boundary: np.ndarray, condition: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def layer_effects(generator: StyleGANGenerator, predictor: AttributePredictor, boundary: np.ndarray,
+def layer_effects(generator: CodeGenerator, predictor: AttributePredictor, boundary: np.ndarray,
                   attribute: str, *, samples: int, distance: float, seed: int, batch: int) -> list[float]:
     """Mean predictor change when only layer l moves from −d to +d along its row, for each l."""
     codes = sample_codes(generator, samples, psi=0.7, seed=seed + 1)
@@ -127,7 +127,7 @@ def choose_layers(effects: list[float], threshold: float) -> list[int]:
     return [i for i, e in enumerate(effects) if e >= threshold * best]
 
 
-def train_boundary(generator: StyleGANGenerator, predictor: AttributePredictor, attribute: str,
+def train_boundary(generator: CodeGenerator, predictor: AttributePredictor, attribute: str,
                    config: BoundaryConfig = BoundaryConfig(), *, layers: list[int] | None = None,
                    conditions: dict[str, np.ndarray] | None = None, progress=None) -> BoundaryResult:
     """The whole InterFaceGAN procedure for one attribute (see the module docstring)."""

@@ -123,6 +123,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
 def run_mix(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     pack = open_pack(args)
+    pack.generator.require_layerwise("style mixing")
     num_layers = pack.code_shape[0]
     k = default_mix_layer_start(num_layers) if args.layer_start is None else args.layer_start
     if not 0 <= k <= num_layers:

@@ -115,6 +115,8 @@ def run_train_boundary(args: argparse.Namespace) -> int:
     pack = open_pack(args)
     predictor = load_predictor(pack)
     output = predictor_output(args.attribute, predictor)
+    if args.layers != "auto":
+        pack.generator.require_layerwise("--layers")
     layers = None if args.layers == "auto" else parse_layers(args.layers, pack.code_shape[0])
     conditions = {}
     for other in args.condition:

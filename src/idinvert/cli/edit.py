@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     pack = open_pack(args)
     path = boundary_path(args, pack)
     boundary: Boundary = load_boundary(path, pack.code_shape)
+    if args.layers is not None:
+        pack.generator.require_layerwise("--layers")
     try:
         layers = parse_layers(boundary.layers if args.layers is None else args.layers, pack.code_shape[0])
     except ConfigError as exc:  # only --layers can be wrong here: the file's layers were checked on loading

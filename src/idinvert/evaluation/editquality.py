@@ -127,8 +127,8 @@ def edit_quality(generator, predictor: AttributePredictor, codes: torch.Tensor, 
     for chunk in codes.split(max(1, batch_size // k)):  # about batch_size edited images per pass
         chunk = chunk.to(device)
         b = chunk.shape[0]
-        reference = generator.synthesis(chunk).clamp(-1, 1)  # [B, 3, R, R]
-        edited = generator.synthesis(manipulation_codes(chunk, boundary, distances).flatten(0, 1)).clamp(-1, 1)
+        reference = generator.synthesize(chunk).clamp(-1, 1)  # [B, 3, R, R]
+        edited = generator.synthesize(manipulation_codes(chunk, boundary, distances).flatten(0, 1)).clamp(-1, 1)
         ref_scores.append(attribute_scores(predictor, reference))
         all_scores.append(attribute_scores(predictor, edited).view(b, k, -1))
         repeated = reference.repeat_interleave(k, dim=0)  # [B·K, 3, R, R], aligned with edited

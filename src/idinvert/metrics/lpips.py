@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..networks.vgg import CONV_CHANNELS, CONV_INDICES, POOL_INDICES
-from ..official import load_strict
+from ..formats.common import load_strict
 from .pixel import check_pair
 from .weights import LPIPS_NETS, lpips_state_dict
 

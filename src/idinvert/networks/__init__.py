@@ -1,8 +1,22 @@
-"""The networks of IDInvert: generator G, domain-guided encoder E, discriminator D, VGG16 F."""
+"""The networks of IDInvert: generators G (one interface, several kinds), domain-guided encoder E,
+discriminator D, VGG16 F."""
 
+from ..config import GeneratorConfig
+from .base import CodeGenerator
+from .dcgan import DCGANConfig, DCGANGenerator
 from .discriminator import Discriminator
 from .encoder import DomainGuidedEncoder
 from .generator import StyleGANGenerator
+from .stylegan2 import StyleGAN2Config, StyleGAN2Generator
 from .vgg import VGG16Features
 
-__all__ = ["StyleGANGenerator", "DomainGuidedEncoder", "Discriminator", "VGG16Features"]
+#: Each generator kind a pack's ``generator_kind`` may name: (generator class, its config class).
+GENERATOR_KINDS: dict[str, tuple[type[CodeGenerator], type]] = {
+    "stylegan": (StyleGANGenerator, GeneratorConfig),
+    "dcgan": (DCGANGenerator, DCGANConfig),
+    "stylegan2": (StyleGAN2Generator, StyleGAN2Config),
+}
+
+__all__ = ["CodeGenerator", "StyleGANGenerator", "DCGANGenerator", "DCGANConfig", "StyleGAN2Generator",
+           "StyleGAN2Config", "GENERATOR_KINDS",
+           "DomainGuidedEncoder", "Discriminator", "VGG16Features"]

@@ -14,10 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import GeneratorConfig
+from .base import NOISE_MODES, CodeGenerator
 from .layers import (LRELU_SLOPE, BiasHolder, Blur, DenseLayer, WeightHolder, instance_norm,
                      pixel_norm, upsample_conv)
-
-NOISE_MODES = ("const", "random", "none")
 
 
 class MappingNetwork(nn.Module):
@@ -217,8 +216,10 @@ class SynthesisNetwork(nn.Module):
         return torch.tanh(image) if self.config.final_tanh else image
 
 
-class StyleGANGenerator(nn.Module):
+class StyleGANGenerator(CodeGenerator):
     """The IDInvert generator: ``mapping`` (z → W+), ``truncation`` and ``synthesis`` (W+ → image)."""
+
+    kind = "stylegan"
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
@@ -235,15 +236,8 @@ class StyleGANGenerator(nn.Module):
     def w_dim(self) -> int:
         return self.config.w_dim
 
-    @property
-    def resolution(self) -> int:
-        return self.config.resolution
-
-    def forward(self, z: torch.Tensor, *, truncation_psi: float | None = None,
-                truncation_layers: int | None = None, noise_mode: str = "const") -> torch.Tensor:
-        """Images from z ``[N, z_dim]``, truncated with the configured ψ unless told otherwise."""
-        return self.synthesis(self.sample_codes(z, truncation_psi=truncation_psi,
-                                                truncation_layers=truncation_layers), noise_mode=noise_mode)
+    def synthesize(self, codes: torch.Tensor, *, noise_mode: str = "const") -> torch.Tensor:
+        return self.synthesis(codes, noise_mode=noise_mode)
 
     def sample_codes(self, z: torch.Tensor, *, truncation_psi: float | None = None,
                      truncation_layers: int | None = None) -> torch.Tensor:
@@ -253,10 +247,8 @@ class StyleGANGenerator(nn.Module):
         wp = self.mapping(z)
         return wp if psi == 1.0 else self.truncation(wp, psi, layers)
 
-    def random_z(self, n: int, *, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None) -> torch.Tensor:
-        device = device if device is not None else self.truncation.w_avg.device
-        return torch.randn(n, self.config.z_dim, generator=generator, device=device)
+    def mean_code(self) -> torch.Tensor:
+        return self.truncation.w_avg.view(1, -1).expand(self.num_layers, -1)
 
     @torch.no_grad()
     def update_w_avg(self, wp: torch.Tensor, beta: float) -> None:

@@ -181,7 +181,8 @@ class Editor:
                            for name, b in self.boundaries.items()],
             "alignment": {"mode": self.alignment, "notice": self.alignment_notice, "framing": self.framing.name},
             "blend_steps": BLEND_STEPS,
-            "mix": {"layers": num_layers, "default_start": default_mix_layer_start(num_layers)},
+            "mix": ({"layers": num_layers, "default_start": default_mix_layer_start(num_layers)}
+                    if self.pack.generator.layerwise else None),
             "diffusion": {"crop_size": box.size, "center_x": box.left + box.size // 2,
                           "center_y": box.top + box.size // 2, "resolution": self.pack.resolution},
         }
@@ -253,6 +254,7 @@ class Editor:
         blend = _integer(data.get("blend", 0), "blend", 0, BLEND_STEPS)
         mix_start = data.get("mix_start")
         if mix_start is not None:
+            self.pack.generator.require_layerwise("style mixing")
             mix_start = _integer(mix_start, "mix_start", 0, self.pack.code_shape[0])
         return EditParams(tuple(edits), blend, mix_start)
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, from_dict
 from ..errors import CheckpointError
 from ..images import make_grid, save_image
+from ..networks import Discriminator
 from ..pack import ModelPack, copy_pack, load_pack, save_pack
 from ..perceptual import default_perceptual_config
 from .common import Distributed, load_checkpoint
@@ -83,16 +84,13 @@ def _encoder_run_parts(config: EncoderTrainConfig, pack: ModelPack, data_dir: Pa
     _check_encoder_fits(config.encoder, pack)
     if config.kind == "conventional":
         trainer = ConventionalTrainer(config, pack.generator, world)
-        fixed = torch.randn(8, pack.generator.config.z_dim, generator=torch.Generator().manual_seed(7))
+        fixed = torch.randn(8, pack.generator.z_dim, generator=torch.Generator().manual_seed(7))
         with torch.no_grad():
-            targets = pack.generator.synthesis(pack.generator.mapping(fixed.to(world.device)))
+            targets = pack.generator.synthesize(pack.generator.sample_codes(fixed.to(world.device), truncation_psi=1.0))
 
         def step() -> dict[str, float]:
             return trainer.train_step(config.batch_size)
     else:
-        if pack.discriminator is None:
-            raise CheckpointError(f"pack {pack.name!r} has no discriminator; the domain-guided encoder is "
-                                  f"trained against the GAN's D (train the GAN with idinvert train-gan)")
         if data_dir is None:
             raise CheckpointError("the domain-guided encoder trains on real images: pass --data")
         dataset = ImageDataset(data_dir)
@@ -100,7 +98,7 @@ def _encoder_run_parts(config: EncoderTrainConfig, pack: ModelPack, data_dir: Pa
             raise CheckpointError(f"{data_dir} is prepared at {dataset.resolution}px, the pack makes "
                                   f"{pack.resolution}px images; prepare the data at {pack.resolution}")
         lambda_vgg = pack.perceptual_config.lambda_vgg if config.lambda_vgg is None else config.lambda_vgg
-        trainer = EncoderTrainer(config, pack.generator, pack.discriminator, pack.perceptual, lambda_vgg, world)
+        trainer = EncoderTrainer(config, pack.generator, discriminator_for(pack), pack.perceptual, lambda_vgg, world)
         if config.warm_start:
             _warm_start(trainer, pack)
         sampler = BatchSampler(len(dataset), seed=config.seed, mirror=config.mirror)
@@ -113,11 +111,22 @@ def _encoder_run_parts(config: EncoderTrainConfig, pack: ModelPack, data_dir: Pa
     def snapshot(path: Path) -> None:
         trainer.E.eval()
         with torch.no_grad():
-            recon = pack.generator.synthesis(trainer.E(targets))
+            recon = pack.generator.synthesize(trainer.E(targets))
         trainer.E.train()
         save_image(make_grid(torch.cat([targets, recon]).cpu(), columns=len(targets)), path)
 
     return trainer, step, snapshot
+
+
+def discriminator_for(pack: ModelPack) -> Discriminator:
+    """The discriminator the domain-guided encoder trains against: the pack's (from GAN training), or,
+    for a pack that has none (a converted pretrained generator), a new D_basic trained from scratch
+    alongside E, with the widths of the bundled 64 px pack's D."""
+    if pack.discriminator is not None:
+        return pack.discriminator
+    torch.manual_seed(0)
+    return Discriminator(DiscriminatorConfig(resolution=pack.resolution, fmaps_base=32 * pack.resolution,
+                                             fmaps_max=128))
 
 
 def _warm_start(trainer: EncoderTrainer, pack: ModelPack) -> None:
@@ -169,6 +178,6 @@ def export_run(run_dir: Path, out: Path, *, name: str | None = None) -> Path:
     if kind == "conventional":
         trainer = ConventionalTrainer(config, pack.generator)
     else:
-        trainer = EncoderTrainer(config, pack.generator, pack.discriminator, pack.perceptual, 0.0)
+        trainer = EncoderTrainer(config, pack.generator, discriminator_for(pack), pack.perceptual, 0.0)
     trainer.load_state_dict(state)
     return save_encoder_pack(trainer, pack, out, name=name or pack.name)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import EncoderConfig
-from ..networks import Discriminator, DomainGuidedEncoder, StyleGANGenerator, VGG16Features
+from ..networks import Discriminator, DomainGuidedEncoder, CodeGenerator, VGG16Features
 from .common import Distributed, all_reduce_gradients, broadcast_state, check_finite
 from .data import seeded
 
@@ -63,7 +63,7 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 class EncoderTrainer:
     """E (trainable), D (trainable, from the GAN), G and F (fixed); ``train_step`` = E step + D step."""
 
-    def __init__(self, config: EncoderTrainConfig, generator: StyleGANGenerator, discriminator: Discriminator,
+    def __init__(self, config: EncoderTrainConfig, generator: CodeGenerator, discriminator: Discriminator,
                  perceptual: VGG16Features, lambda_vgg: float, world: Distributed | None = None) -> None:
         self.config, self.world = config, world or Distributed()
         device = self.world.device
@@ -82,7 +82,7 @@ class EncoderTrainer:
         self.step_index = 0
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.G.synthesis(self.E(x))
+        return self.G.synthesize(self.E(x))
 
     def train_step(self, reals: torch.Tensor) -> dict[str, float]:
         cfg = self.config
@@ -146,7 +146,7 @@ class EncoderTrainer:
 class ConventionalTrainer:
     """The Eq. 1 baseline: E regresses sampled W+ codes from G's images (no real data)."""
 
-    def __init__(self, config: EncoderTrainConfig, generator: StyleGANGenerator,
+    def __init__(self, config: EncoderTrainConfig, generator: CodeGenerator,
                  world: Distributed | None = None) -> None:
         self.config, self.world = config, world or Distributed()
         device = self.world.device
@@ -163,11 +163,11 @@ class ConventionalTrainer:
     def train_step(self, batch: int) -> dict[str, float]:
         lr = self.config.lr_at(self.images_seen)
         _set_lr(self.opt_E, lr)
-        z = torch.randn(batch, self.G.config.z_dim, generator=seeded(self.config.seed, 4, self.step_index))
+        z = torch.randn(batch, self.G.z_dim, generator=seeded(self.config.seed, 4, self.step_index))
         z = z[self.world.local_slice(batch)].to(self.world.device)
         with torch.no_grad():
-            codes = self.G.mapping(z)
-            images = self.G.synthesis(codes)
+            codes = self.G.sample_codes(z, truncation_psi=1.0)
+            images = self.G.synthesize(codes)
         loss = (self.E(images) - codes).square().mean()
         losses = {"code_mse": loss.detach()}
         check_finite(losses, self.step_index)

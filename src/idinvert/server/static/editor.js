@@ -300,8 +300,18 @@
     const blend = $("blend");
     const mixStart = $("mix-start");
     const mixOn = $("mix-on");
-    const layers = state.info.mix.layers;
     blend.max = state.info.blend_steps;
+    blend.addEventListener("input", () => {
+      const k = Number(blend.value);
+      const max = Number(blend.max);
+      $("blend-value").textContent = k === 0 ? "photo 1" : k === max ? "photo 2" : `${Math.round(100 * k / max)} %`;
+      scheduleRender();
+    });
+    if (!state.info.mix) {  // a single-latent generator (L = 1) has no layers to mix
+      mixOn.closest("label").hidden = true;
+      return;
+    }
+    const layers = state.info.mix.layers;
     mixStart.max = layers;
     mixStart.value = state.info.mix.default_start;
     const describeMix = () => {
@@ -309,12 +319,6 @@
       $("mix-value").textContent = k >= layers ? "none" : `layers ${k}–${layers - 1}`;
     };
     describeMix();
-    blend.addEventListener("input", () => {
-      const k = Number(blend.value);
-      const max = Number(blend.max);
-      $("blend-value").textContent = k === 0 ? "photo 1" : k === max ? "photo 2" : `${Math.round(100 * k / max)} %`;
-      scheduleRender();
-    });
     mixOn.addEventListener("change", () => { mixStart.disabled = !mixOn.checked; scheduleRender(); });
     mixStart.addEventListener("input", () => { describeMix(); scheduleRender(); });
   }
@@ -325,7 +329,7 @@
     const p = { edits };
     if (state.slots.b && state.slots.b.ready) {
       p.blend = Number($("blend").value);
-      if ($("mix-on").checked) p.mix_start = Number($("mix-start").value);
+      if (state.info.mix && $("mix-on").checked) p.mix_start = Number($("mix-start").value);
     }
     return p;
   }

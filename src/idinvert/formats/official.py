@@ -13,62 +13,14 @@ import re
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from .config import EncoderConfig, GeneratorConfig
-from .errors import CheckpointError
-from .networks import DomainGuidedEncoder, StyleGANGenerator, VGG16Features
+from ..config import EncoderConfig, GeneratorConfig
+from ..errors import CheckpointError
+from ..networks import DomainGuidedEncoder, StyleGANGenerator, VGG16Features
+from .common import load_strict, read_state_dict
 
 #: Buffers the official files may carry that are always recomputed from the configuration.
 IGNORED_GENERATOR_KEYS = ("truncation.truncation",)
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a ``.pth`` state_dict safely; a clear error for missing or foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch weight file ({first})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a state_dict of tensors")
-    return state
-
-
-def _summarise(keys: list[str], limit: int = 6) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" … (+{len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """Copy ``state`` into ``module``; every key and shape must match."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {list(state[k].shape)}≠{list(expected[k].shape)}"
-             for k in expected if k in state and state[k].shape != expected[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_summarise(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_summarise(unexpected)}")
-    if wrong:
-        problems.append(f"wrong shapes: {_summarise(wrong)}")
-    if problems:
-        raise CheckpointError(f"{source} does not fit {type(module).__name__}: " + "; ".join(problems))
-    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if broken:
-        raise CheckpointError(f"{source} holds NaN/inf values ({_summarise(broken)}); it comes from a diverged "
-                              f"or damaged run — use an earlier checkpoint")
-    with torch.no_grad():
-        for k, v in module.state_dict().items():
-            v.copy_(state[k].to(v.dtype))
-    return module
 
 
 def _require(state: dict, key: str, source: str) -> torch.Tensor:
