@@ -22,6 +22,7 @@ from conftest import shared_data, tiny_networks
 from idinvert.cli import main
 from idinvert.pack import save_pack
 from idinvert.perceptual import default_perceptual_config
+from idinvert.safety import MARKER, mark_output_dir
 
 L, C = 8, 32  # codes of the tiny 32 px pack
 
@@ -276,8 +277,8 @@ CASES = {  # name: (arguments after the verb, text the message must contain, fil
     "nan_in_the_pack": ("diffuse --target {utk} --context {celeba} --steps 2 --model {root}/nanpack", "NaN",
                         "nanpack"),
     "nan_inverting_images": ("edit {utk} --boundary {plain} --model {root}/nanpack", "NaN", "nanpack"),
-    "nan_from_lambda_vgg": ("diffuse --target {utk} --context {celeba} --steps 2 --lambda-vgg 1e39", "NaN",
-                            "--lambda-vgg"),
+    "huge_lambda_vgg": ("diffuse --target {utk} --context {celeba} --steps 2 --lambda-vgg 1e39", "finite number",
+                        "--lambda-vgg"),
     "huge_lr": ("diffuse --target {utk} --context {celeba} --lr 1e38", "--lr 1e+38", "learning rate"),
     "crop_outside": ("diffuse --target {utk} --context {celeba} --crop-size 40", "does not fit", "--crop-size"),
     "out_is_a_file": ("mix {A} {B} --out {root}/file_not_folder", "not a folder", "file_not_folder"),
@@ -295,6 +296,7 @@ def test_bad_input(case, tiny_pack_dir, inverted, boundaries, photos, broken, tm
     args = arguments.format(**values).split()
     out = tmp_path / "out"
     out.mkdir()
+    mark_output_dir(out)  # an earlier run's folder: the failed run must leave it as it was
     (out / "keep.txt").write_text("mine")
     if "--model" not in args:
         args += ["--model", str(tiny_pack_dir)]
@@ -305,5 +307,5 @@ def test_bad_input(case, tiny_pack_dir, inverted, boundaries, photos, broken, tm
     assert status == 2
     assert err.startswith("idinvert: error: ") and err.count("\n") == 1, err
     assert expected in err and named in err, err
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "keep.txt"]
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from idinvert.cli import main
+from idinvert.safety import MARKER, mark_output_dir
 
 
 @pytest.fixture()
@@ -73,11 +74,12 @@ def test_bad_image_is_one_line_and_leaves_no_output(tiny_pack_dir, photos, tmp_p
 def test_failed_run_leaves_existing_output_unchanged(tiny_pack_dir, photos, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
+    mark_output_dir(out)  # an earlier run's folder
     (out / "keep.txt").write_text("mine")
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     code = main(["invert", str(photos), "--model", str(tiny_pack_dir), "--out", str(out), "--quiet"])
     assert code == 2
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "keep.txt"]
 
 
 @pytest.mark.parametrize("problem", ["out_is_file", "no_pack", "empty_folder", "conventional"])

@@ -11,31 +11,31 @@ from idinvert.images import (expand_inputs, open_image, read_image, save_image, 
 
 
 def test_modes_become_rgb(tmp_path):
-    Image.new("RGBA", (10, 10), (255, 0, 0, 0)).save(tmp_path / "a.png")
+    Image.new("RGBA", (16, 16), (255, 0, 0, 0)).save(tmp_path / "a.png")
     assert open_image(tmp_path / "a.png").getpixel((0, 0)) == (255, 255, 255)  # transparent → white
-    Image.new("L", (10, 10), 100).save(tmp_path / "l.png")
+    Image.new("L", (16, 16), 100).save(tmp_path / "l.png")
     assert open_image(tmp_path / "l.png").getpixel((0, 0)) == (100, 100, 100)
-    Image.fromarray(np.full((10, 10), 65535 // 2, dtype=np.uint16)).save(tmp_path / "d16.png")
+    Image.fromarray(np.full((16, 16), 65535 // 2, dtype=np.uint16)).save(tmp_path / "d16.png")
     assert open_image(tmp_path / "d16.png").getpixel((0, 0)) == (127, 127, 127)  # 32767/65535·255 = 127.5−
-    Image.new("P", (10, 10), 3).save(tmp_path / "p.png")
+    Image.new("P", (16, 16), 3).save(tmp_path / "p.png")
     assert open_image(tmp_path / "p.png").mode == "RGB"
 
 
 def test_exif_orientation_is_applied(tmp_path):
-    img = Image.new("RGB", (20, 10), (0, 0, 0))
-    img.paste((255, 0, 0), (0, 0, 10, 10))  # red on the left half
+    img = Image.new("RGB", (40, 20), (0, 0, 0))
+    img.paste((255, 0, 0), (0, 0, 20, 20))  # red on the left half
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
     img.save(tmp_path / "rot.jpg", exif=exif, quality=100)
     shown = open_image(tmp_path / "rot.jpg")
-    assert shown.size == (10, 20)
-    r, g, b = shown.getpixel((5, 2))  # red ends up on top
+    assert shown.size == (20, 40)
+    r, g, b = shown.getpixel((10, 4))  # red ends up on top
     assert r > 200 and g < 50
 
 
 def test_non_square_is_centre_cropped(tmp_path):
-    img = Image.new("RGB", (30, 10), (0, 0, 255))
-    img.paste((0, 255, 0), (10, 0, 20, 10))  # the centre square is green
+    img = Image.new("RGB", (48, 16), (0, 0, 255))
+    img.paste((0, 255, 0), (16, 0, 32, 16))  # the centre square is green
     img.save(tmp_path / "wide.png")
     x = read_image(tmp_path / "wide.png", 8)
     assert x.shape == (3, 8, 8)

@@ -18,10 +18,39 @@ T = TypeVar("T")
 
 
 def _log2_resolution(resolution: int, low: int = 16, high: int = 1024) -> int:
+    if isinstance(resolution, bool) or not isinstance(resolution, int):
+        raise ConfigError(f"resolution must be a whole number (a power of two from {low} to {high}), "
+                          f"got {str(resolution)[:40]}")
     log2 = int(round(math.log2(resolution))) if resolution > 0 else -1
     if resolution != 2**log2 or not low <= resolution <= high:
         raise ConfigError(f"resolution must be a power of two from {low} to {high}, got {resolution}")
     return log2
+
+
+# Sane bounds on network sizes, checked before anything is built: each is several times the
+# official 256 px models (widths 512, encoder channels up to 1024, 8 mapping layers), so a
+# configuration from a file cannot make a network of many gigabytes.
+MAX_WIDTH = 2048  # z_dim, w_dim, mapping_fmaps, fmaps_max
+MAX_FMAPS_BASE = 2**16
+MAX_MAPPING_LAYERS = 32
+MAX_ENCODER_CHANNELS = 4096
+MAX_CODE_LAYERS = 64  # L
+
+
+def check_fields(config: Any, ints: dict[str, tuple[int, int]], floats: dict[str, tuple[float, float]] = {},
+                 bools: tuple[str, ...] = ()) -> None:
+    """Each named field a whole number / finite number in its range or a bool, else a ConfigError
+    naming the configuration and the field (a crafted config.json gets one line, not a traceback)."""
+    from .safety import check_float, check_int
+
+    name = type(config).__name__
+    for field_name, (low, high) in ints.items():
+        check_int(getattr(config, field_name), f"{name}.{field_name}", low, high)
+    for field_name, (low, high) in floats.items():
+        check_float(getattr(config, field_name), f"{name}.{field_name}", low, high)
+    for field_name in bools:
+        if not isinstance(getattr(config, field_name), bool):
+            raise ConfigError(f"{name}.{field_name} must be true or false")
 
 
 def channels_at(resolution: int, fmaps_base: int, fmaps_max: int) -> int:
@@ -49,9 +78,13 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         _log2_resolution(self.resolution)
-        for name in ("z_dim", "w_dim", "mapping_layers", "mapping_fmaps", "fmaps_base", "fmaps_max"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"GeneratorConfig.{name} must be positive")
+        check_fields(self, {"z_dim": (1, MAX_WIDTH), "w_dim": (1, MAX_WIDTH), "mapping_fmaps": (1, MAX_WIDTH),
+                            "mapping_layers": (1, MAX_MAPPING_LAYERS), "fmaps_base": (1, MAX_FMAPS_BASE),
+                            "fmaps_max": (1, MAX_WIDTH), "fused_min_resolution": (4, 4096),
+                            "image_channels": (1, 4), "truncation_layers": (0, MAX_CODE_LAYERS)},
+                     {"mapping_lr_mul": (1e-6, 1e3), "truncation_psi": (-8.0, 8.0)}, ("final_tanh",))
+        if self.mapping_lr_mul <= 0:
+            raise ConfigError("GeneratorConfig.mapping_lr_mul must be positive")
 
     @property
     def log2_resolution(self) -> int:
@@ -82,6 +115,9 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         _log2_resolution(self.resolution)
+        check_fields(self, {"num_layers": (1, MAX_CODE_LAYERS), "w_dim": (1, MAX_WIDTH),
+                            "channels_base": (1, MAX_ENCODER_CHANNELS), "channels_max": (1, MAX_ENCODER_CHANNELS),
+                            "image_channels": (1, 4)})
 
     @property
     def num_res_blocks(self) -> int:
@@ -107,6 +143,9 @@ class DiscriminatorConfig:
 
     def __post_init__(self) -> None:
         _log2_resolution(self.resolution)
+        check_fields(self, {"fmaps_base": (1, MAX_FMAPS_BASE), "fmaps_max": (1, MAX_WIDTH),
+                            "fused_min_resolution": (4, 4096), "mbstd_group_size": (0, 256),
+                            "mbstd_features": (0, 64), "image_channels": (1, 4)})
 
     def channels(self, resolution: int) -> int:
         return channels_at(resolution, self.fmaps_base, self.fmaps_max)
@@ -127,7 +166,8 @@ class PerceptualConfig:
 
     def __post_init__(self) -> None:
         if self.convention not in ("caffe", "torchvision"):
-            raise ConfigError(f"perceptual convention must be 'caffe' or 'torchvision', got {self.convention!r}")
+            raise ConfigError(f"perceptual convention must be 'caffe' or 'torchvision', got {str(self.convention)[:40]!r}")
+        check_fields(self, {}, {"lambda_vgg": (0.0, 1e6)})
 
 
 def to_dict(config: Any) -> dict:
@@ -136,13 +176,15 @@ def to_dict(config: Any) -> dict:
 
 def from_dict(cls: Type[T], data: dict, *, what: str = "") -> T:
     """Build ``cls`` from a dict, refusing unknown fields with a message naming them."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what or cls.__name__}: expected a JSON object of settings, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(map(str, set(data) - names))[:10]
     if unknown:
         raise ConfigError(f"{what or cls.__name__}: unknown fields {unknown}")
     try:
         return cls(**data)
-    except TypeError as exc:
+    except (TypeError, ValueError, ConfigError) as exc:
         raise ConfigError(f"{what or cls.__name__}: {exc}") from None
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from . import safety
 from .errors import BoundaryError, ConfigError
 from .fileio import atomic_path
 from .inversion import frozen
@@ -237,36 +238,25 @@ class _DataUnpickler(pickle.Unpickler):
         return factory()
 
 
-def _check_plain_data(value: Any, path: Path, depth: int = 0) -> None:
-    """Refuse anything but dicts (string keys), lists, numeric arrays, numbers and strings."""
-    if isinstance(value, dict) and depth < 8:
-        for k, v in value.items():
-            _check_plain_data(k if isinstance(k, str) else object(), path, depth + 1)
-            _check_plain_data(v, path, depth + 1)
-        return
-    if isinstance(value, (list, tuple)) and depth < 8:
-        for v in value:
-            _check_plain_data(v, path, depth + 1)
-        return
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-        return
-    if isinstance(value, (np.generic, str, bytes, int, float, bool, type(None))) and \
-            (not isinstance(value, np.generic) or value.dtype.kind in "biufSU"):
-        return
-    what = f"a {value.dtype} array" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
-    raise BoundaryError(f"refusing {path}: it holds {what}; a boundary file is a dict of numeric arrays, "
-                        f"lists, numbers and strings")
+MAX_BOUNDARY_BYTES = 64 * 1024 * 1024  # a boundary file is [1, L, C] floats plus a small meta_data
+MAX_META_VALUES = 10_000  # numbers and characters in meta_data (it is copied into manifests)
+
+
+def _check_plain_data(value: Any, path: Path, *, max_elements: int = safety.MAX_ELEMENTS) -> None:
+    """Refuse anything but dicts (string keys), lists, numeric arrays, numbers and strings, nested at
+    most ``safety.MAX_DEPTH`` deep and of bounded size (``safety.check_plain_data``)."""
+    safety.check_plain_data(value, str(path), error=BoundaryError, max_elements=max_elements)
 
 
 def _read_npy(path: Path) -> Any:
-    """A plain array, or the object a 0-d object array wraps (the official dict), read safely."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" not in str(exc):
-            raise BoundaryError(f"{path}: not a readable .npy file ({exc}); use a boundary file") from None
-    except (OSError, EOFError) as exc:
-        raise BoundaryError(f"{path}: not a readable .npy file ({exc}); use a boundary file") from None
+    """A plain array, or the object a 0-d object array wraps (the official dict), read safely: the
+    header and the file size are checked first, and only numpy arrays and containers are unpickled."""
+    _, dtype, _ = safety.npy_header(path, error=BoundaryError)
+    if not dtype.hasobject:
+        return safety.load_npy(path, error=BoundaryError, max_bytes=MAX_BOUNDARY_BYTES)
+    if path.stat().st_size > MAX_BOUNDARY_BYTES:
+        raise BoundaryError(f"{path}: {path.stat().st_size:,} bytes is too large for a boundary file "
+                            f"(limit {MAX_BOUNDARY_BYTES:,})")
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -279,7 +269,8 @@ def _read_npy(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         raise BoundaryError(f"refusing {path}: {exc}, which a boundary file never needs; only dicts of "
                             f"arrays, lists, numbers and strings are loaded") from None
-    except (ValueError, EOFError, OSError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (ValueError, EOFError, OSError, TypeError, AttributeError, IndexError, KeyError, RecursionError,
+            MemoryError) as exc:
         raise BoundaryError(f"{path}: corrupt .npy file ({type(exc).__name__}: {exc}); use a boundary file") from None
     if not isinstance(wrapper, np.ndarray) or wrapper.dtype != object or wrapper.shape != () or shape != ():
         raise BoundaryError(f"{path}: an object array of shape {list(shape)}; expected a plain array or the "
@@ -302,7 +293,11 @@ def load_boundary(path: str | os.PathLike, code_shape: tuple[int, int]) -> Bound
     if isinstance(content, dict):
         if "boundary" not in content:
             raise BoundaryError(f"{path}: the dict has no 'boundary' entry (keys: {', '.join(content)})")
-        array, meta = content["boundary"], dict(content.get("meta_data") or {})
+        array, meta = content["boundary"], content.get("meta_data") or {}
+        if not isinstance(meta, dict):
+            raise BoundaryError(f"{path}: 'meta_data' is a {type(meta).__name__}, not a dict")
+        _check_plain_data(meta, path, max_elements=MAX_META_VALUES)
+        meta = dict(meta)
         if not isinstance(array, np.ndarray):
             raise BoundaryError(f"{path}: 'boundary' is a {type(array).__name__}, not an array")
         if meta.get("manipulate_layers") is not None:

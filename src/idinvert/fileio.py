@@ -51,12 +51,12 @@ def write_json(target: str | os.PathLike, data: Any) -> None:
     write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def check_output_dir(path: str | os.PathLike) -> Path:
-    """Refuse an output location that exists and is not a folder."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"output {path} exists and is not a folder; choose another --out")
-    return path
+def check_output_dir(path: str | os.PathLike, *, inputs=(), what: str = "--out") -> Path:
+    """The output-folder rules of ``safety.claim_output_dir`` (new, empty or idinvert's own; not an
+    input; writable), checked before any work starts."""
+    from .safety import claim_output_dir
+
+    return claim_output_dir(path, inputs=inputs, what=what)
 
 
 class StagedOutput:
@@ -64,12 +64,13 @@ class StagedOutput:
 
     Use as a context manager: ``with StagedOutput(out) as stage: save(stage.path / "x.png")``.
     On a clean exit every staged file is moved into ``out`` (created if needed, existing
-    files of the same name replaced); on an exception the staging folder is removed and
-    ``out`` is untouched.
+    files of the same name replaced) with the marker that lets a later run replace them; on an
+    exception (SIGTERM included, see ``cli.main``) the staging folder is removed and ``out`` is
+    untouched. ``out`` must pass ``check_output_dir``, checked again here.
     """
 
-    def __init__(self, out: str | os.PathLike) -> None:
-        self.out = check_output_dir(out).resolve()
+    def __init__(self, out: str | os.PathLike, *, inputs=()) -> None:
+        self.out = check_output_dir(out, inputs=inputs).resolve()
         self.path: Path | None = None
 
     def __enter__(self) -> "StagedOutput":
@@ -82,8 +83,11 @@ class StagedOutput:
         return self
 
     def file(self, name: str) -> Path:
+        """A path for ``name`` inside the staging folder (refused if it would leave it)."""
+        from .safety import inside
+
         assert self.path is not None
-        target = self.path / name
+        target = inside(self.path, name)
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
@@ -96,10 +100,22 @@ class StagedOutput:
             shutil.rmtree(self.path, ignore_errors=True)
 
     def _publish(self) -> None:
+        from .safety import mark_output_dir
+
         assert self.path is not None
-        self.out.mkdir(parents=True, exist_ok=True)
-        for src in sorted(self.path.rglob("*")):
-            if src.is_file():
+        files = [src for src in sorted(self.path.rglob("*")) if src.is_file() and not src.is_symlink()]
+        for src in files:  # everything that could stop the move half-way, before moving anything
+            dst = self.out / src.relative_to(self.path)
+            if dst.is_symlink() or (dst.exists() and not dst.is_file()):
+                raise OutputError(f"{dst} exists and is not a plain file, so the results cannot be written "
+                                  f"there; remove it or choose another --out")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            mark_output_dir(self.out)
+            for src in files:
                 dst = self.out / src.relative_to(self.path)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
+        except OSError as exc:
+            raise OutputError(f"cannot write the results into {self.out} ({exc.strerror}); choose another "
+                              f"--out") from None

@@ -9,7 +9,9 @@ and files are written atomically.
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -17,33 +19,63 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import IdinvertError, ImageError
 from .fileio import atomic_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 LIST_EXTENSIONS = (".txt", ".list", ".lst")
 RESAMPLE = Image.Resampling.LANCZOS  # the stated resize filter
-MAX_PIXELS = 100_000_000  # refuse decompression bombs beyond this
+MAX_PIXELS = 50_000_000  # images with more pixels are refused before decoding (decompression bombs)
+MIN_SIDE = 16  # images with a shorter side hold too little to invert or align
+
+
+def decode_image(source: str | os.PathLike | bytes, *, name: str | None = None, max_pixels: int = MAX_PIXELS,
+                 min_side: int = MIN_SIDE, max_side: int | None = None) -> Image.Image:
+    """Every image file read by idinvert goes through here: 8-bit RGB, EXIF orientation applied.
+
+    The size in the header is checked before anything is decoded: more than ``max_pixels`` pixels
+    or a side under ``min_side`` is refused with an ``ImageError`` naming the limit. With
+    ``max_side``, larger images are shrunk while decoding (JPEG's draft mode) and then resized,
+    so that only the shrunk photo is kept in memory.
+    """
+    name = name or (str(source) if not isinstance(source, bytes) else "the image")
+    if not isinstance(source, bytes):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{path}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{path} is a folder, not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageError(f"{name}: {width}×{height} pixels is over the limit of {max_pixels / 1e6:g} "
+                                     f"megapixels; use a smaller image")
+                if min(width, height) < min_side:
+                    raise ImageError(f"{name}: {width}×{height} pixels; use an image at least {min_side} pixels "
+                                     f"a side")
+                if max_side is not None and max(width, height) > max_side and img.format == "JPEG":
+                    img.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale
+                img.load()
+                rgb = to_rgb(ImageOps.exif_transpose(img))
+    except IdinvertError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: over the limit of {max_pixels / 1e6:g} megapixels; use a smaller image") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file (or a format Pillow cannot read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise ImageError(f"{name}: unreadable or truncated image ({str(exc)[:100]})") from None
+    if max_side is not None and max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), RESAMPLE)
+    return rgb
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
-    """Open any readable image as 8-bit RGB with its EXIF orientation applied."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path} is a folder, not an image")
-    try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{path}: {img.width}×{img.height} is too large (limit {MAX_PIXELS} pixels)")
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: unreadable or truncated image ({exc})") from None
+    """Open any readable image as 8-bit RGB with its EXIF orientation applied (``decode_image``)."""
+    return decode_image(path)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -160,12 +192,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def unique_names(paths: Sequence[Path]) -> list[str]:
-    """Output names from file stems, made unique with ``_2``, ``_3`` … (never overwrite each other)."""
-    seen: dict[str, int] = {}
-    names = []
-    for p in paths:
-        stem = p.stem.replace(" ", "_") or "image"
-        count = seen.get(stem, 0) + 1
-        seen[stem] = count
-        names.append(stem if count == 1 else f"{stem}_{count}")
-    return names
+    """Output names from file stems: safe characters only, made unique with ``_2``, ``_3`` … skipping
+    names already taken (``face``, ``face``, ``face_2`` → ``face``, ``face_2``, ``face_2_2``)."""
+    from .safety import unique_names as unique
+
+    return unique([Path(p).stem for p in paths])

@@ -24,9 +24,13 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, NonFiniteError
+from .safety import check_float, check_int
 from .networks import DomainGuidedEncoder, CodeGenerator, VGG16Features
 
 METHODS = ("in-domain", "encoder", "mse", "conventional")
+MAX_STEPS = 1_000_000  # optimisation steps of one inversion (the paper uses 100; baselines a few 1000)
+MAX_WEIGHT = 1e6  # loss weights; the defaults are 1, 2 and 5e-5 (Caffe) or 0.166 (torchvision)
+HISTORY_ROWS = 1024  # loss-history rows allocated at first; more as the steps run
 INITS = ("encoder", "random", "mean")
 
 
@@ -43,16 +47,24 @@ class InversionConfig:
     init: str | None = None  # encoder | random | mean; None = encoder (in-domain), random (mse)
     early_stop: float | None = None  # stop an image once its loss changes by less than this, relatively,
     patience: int = 10  # … over this many steps
+    refine: "str | RefineConfig | None" = None  # "pti" or a RefineConfig: tune a generator per image after
 
     def __post_init__(self) -> None:
+        from .refine import refine_config  # "pti" → RefineConfig(); refine.py imports this module
+
+        object.__setattr__(self, "refine", refine_config(self.refine))
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
         if self.init is not None and self.init not in INITS:
             raise ConfigError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
-        if self.steps < 0 or not 0 < self.lr < float("inf") or self.patience < 1:
-            raise ConfigError("steps must be ≥ 0, lr a finite number > 0 and patience ≥ 1")
-        if min(self.lambda_pix, self.lambda_dom, self.lambda_vgg or 0.0) < 0:
-            raise ConfigError("loss weights must be non-negative")
+        check_int(self.steps, "steps", 0, MAX_STEPS)
+        check_int(self.patience, "patience", 1, MAX_STEPS)
+        check_float(self.lr, "lr", 0.0, 1e6, low_open=True)
+        for name in ("lambda_pix", "lambda_dom", "lambda_vgg"):  # NaN would silently drop a term
+            if name != "lambda_vgg" or self.lambda_vgg is not None:
+                check_float(getattr(self, name), name, 0.0, MAX_WEIGHT)
+        if self.early_stop is not None:
+            check_float(self.early_stop, "early_stop", 0.0, 1.0, hint="a relative change of the loss")
 
     @property
     def optimises(self) -> bool:
@@ -82,6 +94,7 @@ class InversionResult:
     steps_run: torch.Tensor | None = None  # [N] optimisation steps each image ran
     seconds: float = 0.0
     config: InversionConfig | None = None
+    refined: "RefineResult | None" = None  # pivotal tuning of each image (config.refine), else None
 
     def final_losses(self) -> list[dict[str, float]]:
         """Per image, each loss term at the last step it ran (empty dicts if nothing was optimised)."""
@@ -145,9 +158,13 @@ def optimize_codes(generator: CodeGenerator, perceptual: VGG16Features | None, t
     z = init_codes.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
     names = ["total", "pix"] + (["vgg"] if use_vgg else []) + (["dom"] if lambda_dom > 0 else [])
-    history = {k: torch.zeros(steps, n) for k in names}
+    # The history stays on the codes' device and is copied to the host once, after the loop: a copy
+    # per step would wait for the device at every step. Only early stopping reads it while running.
+    # It grows as the steps run (doubling), so a huge ``steps`` allocates nothing up front.
+    history = {k: torch.zeros(min(steps, HISTORY_ROWS), n, device=z.device) for k in names}
     active = torch.ones(n, dtype=torch.bool, device=z.device)
-    steps_run = torch.zeros(n, dtype=torch.long)
+    steps_run = torch.zeros(n, dtype=torch.long, device=z.device)
+    ran = steps
     for step in range(steps):
         recon = generator.synthesize(z)
         diff = recon - target if mask is None else (recon - target) * mask
@@ -163,32 +180,56 @@ def optimize_codes(generator: CodeGenerator, perceptual: VGG16Features | None, t
         if lambda_dom > 0:
             total = total + lambda_dom * terms["dom"]
         terms["total"] = total
-        if not torch.isfinite(total).all():
-            bad = torch.nonzero(~torch.isfinite(total)).flatten().tolist()
-            raise NonFiniteError(f"the loss became NaN/inf at step {step + 1} for image(s) {bad}; "
-                                 f"lower the learning rate (--lr)")
+        if early_stop is not None or _on_host(z):  # a check that costs nothing on the CPU
+            _check_finite(total, step)
         optimizer.zero_grad(set_to_none=True)
         total.sum().backward()
-        previous = z.detach().clone() if not bool(active.all()) else None
+        stopped_some = early_stop is not None and not bool(active.all())
+        previous = z.detach().clone() if stopped_some else None
         optimizer.step()
         if previous is not None:
             with torch.no_grad():
                 z[~active] = previous[~active]
-        detached = {k: v.detach().cpu() for k, v in terms.items()}
-        cpu_active = active.cpu()
+        detached = {k: v.detach() for k, v in terms.items()}
+        if step == history["total"].shape[0]:
+            history = {k: _grown(v, steps) for k, v in history.items()}
         for k in names:
-            history[k][step] = torch.where(cpu_active, detached[k], history[k][step - 1] if step else 0)
-        steps_run += cpu_active.long()
+            history[k][step] = torch.where(active, detached[k], history[k][step - 1] if step else 0)
+        steps_run += active.long()
         if callback is not None:
             callback(step + 1, detached)
         if early_stop is not None and step + 1 >= patience:
             before = history["total"][step + 1 - patience]
             change = (before - history["total"][step]).abs() / before.abs().clamp(min=1e-12)
-            active &= (change >= early_stop).to(active.device)
+            active &= change >= early_stop
             if not bool(active.any()):
-                history = {k: v[: step + 1] for k, v in history.items()}
+                ran = step + 1
                 break
-    return OptimizationTrace(codes=z.detach(), losses=history, steps_run=steps_run)
+    history = {k: v[:ran].cpu() for k, v in history.items()}
+    if early_stop is None and not _on_host(z):  # one check for the whole run on an accelerator
+        bad_steps = torch.nonzero(~torch.isfinite(history["total"]).all(dim=1)).flatten()
+        if len(bad_steps):
+            _check_finite(history["total"][bad_steps[0]], int(bad_steps[0]))
+    return OptimizationTrace(codes=z.detach(), losses=history, steps_run=steps_run.cpu())
+
+
+def _grown(history: torch.Tensor, steps: int) -> torch.Tensor:
+    """A ``[t, N]`` loss history with room for twice as many steps (at most ``steps``)."""
+    grown = history.new_zeros(min(2 * history.shape[0], steps), history.shape[1])
+    grown[: history.shape[0]] = history
+    return grown
+
+
+def _on_host(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu"
+
+
+def _check_finite(total: torch.Tensor, step: int) -> None:
+    """The one-line error for a loss that became NaN/inf (``total`` ``[N]`` at ``step``, 0-based)."""
+    if not torch.isfinite(total).all():
+        bad = torch.nonzero(~torch.isfinite(total)).flatten().tolist()
+        raise NonFiniteError(f"the loss became NaN/inf at step {step + 1} for image(s) {bad}; "
+                             f"lower the learning rate (--lr)")
 
 
 def encode(encoder: DomainGuidedEncoder, images: torch.Tensor) -> torch.Tensor:
@@ -229,10 +270,11 @@ class _Batch:
 
 
 def _invert_batch(pack, x: torch.Tensor, config: InversionConfig, encoder, lambda_vgg: float,
-                  mask: torch.Tensor | None, rng, callback) -> _Batch:
+                  mask: torch.Tensor | None, rng, callback, init: torch.Tensor | None = None) -> _Batch:
     generator = pack.generator
     encoded = encode(encoder, x) if encoder is not None else None
-    init = initial_codes(config.initialisation, x.shape[0], generator, encoded=encoded, rng=rng)
+    if init is None:
+        init = initial_codes(config.initialisation, x.shape[0], generator, encoded=encoded, rng=rng)
     if not (config.optimises and config.steps > 0):
         return _Batch(encoded, init, OptimizationTrace(init, {}, torch.zeros(x.shape[0], dtype=torch.long)))
     trace = optimize_codes(generator, pack.perceptual, x, init, steps=config.steps, lr=config.lr,
@@ -244,18 +286,22 @@ def _invert_batch(pack, x: torch.Tensor, config: InversionConfig, encoder, lambd
 
 def invert(images: torch.Tensor, pack, config: InversionConfig | None = None, *,
            mask: torch.Tensor | None = None, batch_size: int | None = None,
-           rng: torch.Generator | None = None,
+           rng: torch.Generator | None = None, init_codes: torch.Tensor | None = None,
            callback: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None) -> InversionResult:
     """Invert images ``[N, 3, R, R]`` in [-1, 1] with a ``ModelPack``.
 
     ``mask`` ``[N or 1, 1, R, R]`` weights the pixel and perceptual terms (semantic diffusion);
     ``batch_size`` splits the work (results do not depend on it); ``rng`` seeds random
-    initialisation; ``callback(batch_index, step, losses)`` reports progress.
+    initialisation; ``init_codes`` ``[N, L, C]`` are starting codes that replace ``config.init``'s;
+    ``callback(batch_index, step, losses)`` reports progress (losses on the pack's device).
     """
     config = config or InversionConfig()
     generator, res = pack.generator, pack.resolution
     if images.ndim != 4 or images.shape[1:] != (3, res, res):
         raise ValueError(f"expected images [N, 3, {res}, {res}] in [-1, 1], got {list(images.shape)}")
+    if init_codes is not None and tuple(init_codes.shape) != (images.shape[0], *pack.code_shape):
+        raise ValueError(f"init_codes must be [{images.shape[0]}, {pack.code_shape[0]}, {pack.code_shape[1]}], "
+                         f"got {list(init_codes.shape)}")
     encoder = _encoder_for(pack, config)
     lambda_vgg = pack.perceptual_config.lambda_vgg if config.lambda_vgg is None else config.lambda_vgg
     images = images.to(pack.device)
@@ -266,7 +312,9 @@ def invert(images: torch.Tensor, pack, config: InversionConfig | None = None, *,
         for b, lo in enumerate(range(0, images.shape[0], size)):
             m = None if mask is None else (mask if mask.shape[0] == 1 else mask[lo:lo + size])
             report = None if callback is None else (lambda s, losses, b=b: callback(b, s, losses))
-            batches.append(_invert_batch(pack, images[lo:lo + size], config, encoder, lambda_vgg, m, rng, report))
+            init = None if init_codes is None else init_codes[lo:lo + size].to(pack.device)
+            batches.append(_invert_batch(pack, images[lo:lo + size], config, encoder, lambda_vgg, m, rng, report,
+                                         init))
         with torch.no_grad():
             codes = torch.cat([b.trace.codes for b in batches])
             recon = torch.cat([generator.synthesize(c) for c in codes.split(size)])
@@ -276,11 +324,16 @@ def invert(images: torch.Tensor, pack, config: InversionConfig | None = None, *,
                 encoder_recon = recon if encoder_codes is not None else None
             else:
                 encoder_recon = torch.cat([generator.synthesize(c) for c in encoder_codes.split(size)])
-    return InversionResult(
+    result = InversionResult(
         codes=codes, init_codes=torch.cat([b.init for b in batches]), encoder_codes=encoder_codes,
         reconstructions=recon, encoder_reconstructions=encoder_recon, losses=_merge_losses(batches),
         steps_run=torch.cat([b.trace.steps_run for b in batches]), seconds=time.perf_counter() - start,
         config=replace(config, lambda_vgg=lambda_vgg))
+    if config.refine is not None:  # the codes are the pivots; reconstructions stay G(codes) untuned
+        from .refine import refine
+
+        result.refined = refine(images, codes, pack, config.refine, batch_size=size, rng=rng)
+    return result
 
 
 def _merge_losses(batches: list[_Batch]) -> dict[str, torch.Tensor]:

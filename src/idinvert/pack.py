@@ -18,6 +18,7 @@ loaded as float32. This module is the only place that reads or writes packs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -27,23 +28,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import (DiscriminatorConfig, EncoderConfig, PerceptualConfig, from_dict,
                      to_dict)
 from .errors import CheckpointError
-from .networks import GENERATOR_KINDS, CodeGenerator, Discriminator, DomainGuidedEncoder, VGG16Features
+from .networks import (DISCRIMINATOR_KINDS, GENERATOR_KINDS, CodeGenerator, Discriminator, DomainGuidedEncoder,
+                       VGG16Features)
 from .formats.common import load_strict
 from .perceptual import build_perceptual
+from .safety import read_json
 
 PACK_FORMAT = "idinvert-pack"
 PACK_VERSION = 1
 DEFAULT_PACK = "default"
 BUNDLED_PACKS = {"default": "utkface64"}  # names users may pass instead of a folder
 
-_NETWORKS = {  # config.json key: (file, network class, config class); the generator's by its kind
+_NETWORKS = {  # config.json key: (file, network class, config class); G's and D's by their kinds
     "generator": ("generator.safetensors", None, None),
     "encoder": ("encoder.safetensors", DomainGuidedEncoder, EncoderConfig),
     "discriminator": ("discriminator.safetensors", Discriminator, DiscriminatorConfig),
@@ -60,7 +63,7 @@ class ModelPack:
     perceptual: VGG16Features
     perceptual_config: PerceptualConfig
     encoder: DomainGuidedEncoder | None = None
-    discriminator: Discriminator | None = None
+    discriminator: nn.Module | None = None  # a DISCRIMINATOR_KINDS network (Discriminator, StyleGAN2Discriminator)
     conventional_encoder: DomainGuidedEncoder | None = None
     path: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)
@@ -127,14 +130,15 @@ def read_pack_config(folder: Path) -> dict[str, Any]:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{folder} is not a model pack: config.json is missing")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config_path} is not valid JSON ({exc}); restore the pack") from None
+    config = read_json(config_path, error=CheckpointError, max_bytes=MAX_CONFIG_BYTES)
     if not isinstance(config, dict) or config.get("format") != PACK_FORMAT:
         raise CheckpointError(f"{config_path} is not an idinvert model pack (format must be {PACK_FORMAT!r})")
-    if config.get("format_version", 0) > PACK_VERSION:
-        raise CheckpointError(f"{folder} needs a newer idinvert (pack format {config['format_version']})")
+    version = config.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise CheckpointError(f"{config_path}: format_version must be a whole number (this idinvert writes "
+                              f"{PACK_VERSION}); restore the pack")
+    if version > PACK_VERSION:
+        raise CheckpointError(f"{folder} needs a newer idinvert (pack format {version})")
     if not isinstance(config.get("generator"), dict):
         raise CheckpointError(f"{config_path} has no generator configuration")
     return config
@@ -149,21 +153,74 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
+def _inside_pack(folder: Path, relative: object) -> Path:
+    """A file a pack's config.json names, refused unless it lies inside the pack folder."""
+    if not isinstance(relative, str):
+        raise CheckpointError(f"{folder}/config.json names a file by a {type(relative).__name__}, not a string")
+    path = (folder / relative).resolve()
+    if folder.resolve() not in path.parents:
+        raise CheckpointError(f"{folder}/config.json names {relative[:80]!r}, outside the pack folder; "
+                              f"restore the pack")
+    return path
+
+
 def generator_kind(config: dict) -> str:
     """The generator kind a pack's ``config.json`` names (packs before the field: "stylegan")."""
     kind = config.get("generator_kind", "stylegan")
-    if kind not in GENERATOR_KINDS:
-        raise CheckpointError(f"unknown generator_kind {kind!r} in config.json; this idinvert knows "
+    if not isinstance(kind, str) or kind not in GENERATOR_KINDS:
+        raise CheckpointError(f"unknown generator_kind {str(kind)[:40]!r} in config.json; this idinvert knows "
                               f"{', '.join(GENERATOR_KINDS)}")
     return kind
 
 
+def discriminator_kind(config: dict) -> str:
+    """The discriminator kind a pack's ``config.json`` names (packs before the field: "stylegan")."""
+    kind = config.get("discriminator_kind", "stylegan")
+    if not isinstance(kind, str) or kind not in DISCRIMINATOR_KINDS:
+        raise CheckpointError(f"unknown discriminator_kind {str(kind)[:40]!r} in config.json; this idinvert "
+                              f"knows {', '.join(DISCRIMINATOR_KINDS)}")
+    return kind
+
+
 def load_network(folder: Path, key: str, config: dict) -> nn.Module:
+    """One network of a pack: its config checked (bounds), then the weight file's header checked
+    against the shapes that config gives (on the meta device, nothing allocated), then built and filled."""
     filename, cls, config_cls = _NETWORKS[key]
     if key == "generator":
         cls, config_cls = GENERATOR_KINDS[generator_kind(config)]
-    net = cls(from_dict(config_cls, config[key], what=f"{folder}/config.json [{key}]"))
+    elif key == "discriminator":
+        cls, config_cls = DISCRIMINATOR_KINDS[discriminator_kind(config)]
+    net_config = from_dict(config_cls, config[key], what=f"{folder}/config.json [{key}]")
+    _check_file_shapes(cls, net_config, folder / filename)
+    net = cls(net_config)
     return load_strict(net, _read_safetensors(folder / filename), str(folder / filename)).eval()
+
+
+MAX_PARAMETERS = 1_000_000_000  # per network (the official encoder has 165 M, the generator 30 M)
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+def _check_file_shapes(cls: type, net_config: Any, path: Path) -> None:
+    """Build the network on the meta device (no memory), bound its size and compare every shape with
+    the safetensors header, so that a config claiming a huge network fails before any allocation."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the pack is incomplete")
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in cls(net_config).state_dict().items()}
+    count = sum(math.prod(s) for s in shapes.values())
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(f"{path}: its configuration makes a network of {count:,} values, over the "
+                              f"limit of {MAX_PARAMETERS:,}; the config.json is damaged or crafted")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+    wrong = sorted(k for k in shapes if k in stored and stored[k] != shapes[k])
+    if wrong or set(shapes) != set(stored):
+        detail = (f"{wrong[0]} is {list(stored[wrong[0]])} but config.json makes {list(shapes[wrong[0]])}"
+                  if wrong else "its tensor names differ from the network's")
+        raise CheckpointError(f"{path} does not fit the configuration in config.json ({detail}); restore the pack")
 
 
 def load_pack(path_or_name: str | os.PathLike | None = None, *, device: torch.device | str = "cpu",
@@ -176,10 +233,14 @@ def load_pack(path_or_name: str | os.PathLike | None = None, *, device: torch.de
         if config.get(key) and (key != "discriminator" or with_discriminator):
             nets[key] = load_network(folder, key, config)
     generator = nets["generator"]
-    perceptual_entry = dict(config.get("perceptual") or {"convention": "torchvision"})
+    perceptual_entry = config.get("perceptual") or {"convention": "torchvision"}
+    if not isinstance(perceptual_entry, dict):
+        raise CheckpointError(f"{folder}/config.json: 'perceptual' must be a JSON object")
+    perceptual_entry = dict(perceptual_entry)
     weights_file = perceptual_entry.pop("weights", None)
     perceptual_config = from_dict(PerceptualConfig, perceptual_entry, what=f"{folder}/config.json [perceptual]")
-    perceptual = build_perceptual(perceptual_config, folder / weights_file if weights_file else None)
+    weights_path = _inside_pack(folder, weights_file) if weights_file else None
+    perceptual = build_perceptual(perceptual_config, weights_path)
     pack = ModelPack(name=config.get("name", folder.name), generator=generator, perceptual=perceptual,
                      perceptual_config=perceptual_config, encoder=nets.get("encoder"),
                      discriminator=nets.get("discriminator"),
@@ -209,7 +270,7 @@ def _state_for_file(net: nn.Module, half: bool) -> dict[str, torch.Tensor]:
 
 def save_pack(folder: str | os.PathLike, *, name: str, generator: CodeGenerator,
               perceptual_config: PerceptualConfig, encoder: DomainGuidedEncoder | None = None,
-              discriminator: Discriminator | None = None,
+              discriminator: nn.Module | None = None,
               conventional_encoder: DomainGuidedEncoder | None = None,
               vgg_state: dict[str, torch.Tensor] | None = None, card: str | None = None,
               half: bool | tuple[str, ...] = False, extra_config: dict[str, Any] | None = None,
@@ -223,13 +284,14 @@ def save_pack(folder: str | os.PathLike, *, name: str, generator: CodeGenerator,
     top-level entries to ``config.json`` (e.g. ``boundaries``, ``framing``).
     """
     folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise CheckpointError(f"{folder} already exists; choose another folder or remove it first")
+    check_pack_target(folder, overwrite=overwrite)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         config: dict[str, Any] = {"format": PACK_FORMAT, "format_version": PACK_VERSION, "name": name,
                                   "generator_kind": generator.kind}
+        if discriminator is not None:
+            config["discriminator_kind"] = discriminator.kind
         nets = {"generator": generator, "encoder": encoder, "discriminator": discriminator,
                 "conventional_encoder": conventional_encoder}
         for key, net in nets.items():
@@ -256,6 +318,21 @@ def save_pack(folder: str | os.PathLike, *, name: str, generator: CodeGenerator,
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def check_pack_target(folder: Path, *, overwrite: bool = False, inputs=(), what: str = "--out") -> None:
+    """Where a pack may be written: a new or empty folder, or (with ``overwrite``) a folder idinvert
+    wrote (a pack or an output folder), never one that holds an input. Checked before any work."""
+    from .safety import check_not_input, check_replaceable, check_writable
+
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{what} {folder} exists and is not a folder; choose another {what}")
+    check_not_input(folder, inputs, what)
+    if folder.is_dir() and any(folder.iterdir()):
+        if not overwrite:
+            raise CheckpointError(f"{folder} already exists; choose another folder or remove it first")
+        check_replaceable(folder, what)
+    check_writable(folder, what)
 
 
 def _swap_into_place(staging: Path, folder: Path) -> None:
@@ -305,12 +382,13 @@ def update_pack(folder: str | os.PathLike, *, config_updates: dict[str, Any] | N
 
 
 NETWORK_KEYS = ("format", "format_version", "name", "generator_kind", "generator", "encoder", "discriminator",
-                "conventional_encoder", "perceptual")
+                "discriminator_kind", "conventional_encoder", "perceptual")
 
 
 def listed_files(pack: ModelPack) -> dict[str, Path]:
-    """The files a pack's config names besides its networks: boundaries and the attribute predictor."""
+    """The files a pack's config names besides its networks: boundaries, directions and the attribute predictor."""
     files = {rel: pack.file(rel) for rel in (pack.config.get("boundaries") or {}).values()}
+    files.update({e["file"]: pack.file(e["file"]) for e in (pack.config.get("directions") or {}).values()})
     predictor = pack.config.get("predictor")
     if predictor:
         rel = predictor.get("file", "attributes.safetensors")

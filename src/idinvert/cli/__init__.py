@@ -1,13 +1,17 @@
 """The ``idinvert`` command line: one verb per application, a thin layer over the library.
 
 Errors a user can cause print one line (``idinvert: error: …``) and exit with status 2;
-Ctrl-C exits with 130. Exit status 0 means the verb finished and wrote all its output.
+Ctrl-C exits with 130, SIGTERM with 143, both after removing any half-written output (the
+signal unwinds the verb like an error). Exit status 0 means the verb finished and wrote all its output.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import warnings
 from typing import Sequence
 
@@ -23,7 +27,8 @@ def _optional_verbs() -> list:
     import importlib
 
     verbs = []
-    for name in ("edit", "apps", "align", "train", "evaluate", "attributes", "demo", "serve", "compare"):
+    for name in ("edit", "apps", "align", "train", "evaluate", "attributes", "demo", "serve", "compare",
+                 "directions"):
         try:
             verbs.append(importlib.import_module(f"{__name__}.{name}"))
         except ModuleNotFoundError as exc:
@@ -42,21 +47,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that staging folders are removed as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While a verb runs, SIGTERM unwinds it like Ctrl-C (training runs install their own handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _terminate_as_interrupt():
             if getattr(args, "quiet", False):
                 warnings.simplefilter("ignore")
             status = args.run(args)
     except IdinvertError as exc:
-        print(f"idinvert: error: {exc}", file=sys.stderr)
+        print(f"idinvert: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("idinvert: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("idinvert: interrupted", file=sys.stderr)
         return 130
     return int(status or 0)
+
+
+def _one_line(exc: Exception) -> str:
+    """The message on one line, whatever a file name or a library put into it."""
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

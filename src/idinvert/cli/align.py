@@ -79,10 +79,10 @@ def choose_framing(args: argparse.Namespace) -> tuple[Framing, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_output_dir(args.out)
+    paths = expand_inputs(args.photos)
+    check_output_dir(args.out, inputs=[*args.photos, *paths, args.model])
     check_alignment_available()
     framing, source = choose_framing(args)
-    paths = expand_inputs(args.photos)
     names = unique_names(paths)
     info(args, f"framing: {source}, {framing.size}×{framing.size} px")
     report = Report(title="Face alignment", headers=["Photo", "Aligned face", "Detector", "Scale"])

@@ -19,9 +19,12 @@ from ..images import expand_inputs, read_images, save_image, unique_names
 from ..inversion import InversionConfig
 from ..pack import ModelPack
 from ..report import Report, environment, write_outputs
-from .common import add_device, add_model, add_quiet, check_lr, info, open_pack, progress
+from ..inversion import MAX_STEPS, MAX_WEIGHT
+from ..safety import check_float, check_int
+from .common import add_device, add_model, add_quiet, batch_size_of, check_lr, info, open_pack, progress
 from .edit import render
-from .invert import codes_from_inputs, default_batch_size, pack_identity
+from .refining import render_interpolation
+from .invert import codes_from_inputs, pack_identity
 
 INPUT_HELP = "an invert output folder, or images / a folder / a list file (inverted first with the default settings)"
 
@@ -80,18 +83,21 @@ def _add_common(p: argparse.ArgumentParser, run) -> None:
     p.set_defaults(run=run)
 
 
+MAX_INTERPOLATION_STEPS = 1000  # codes between the endpoints (each one image per pair)
+
+
 def run_interpolate(args: argparse.Namespace) -> int:
-    check_output_dir(args.out)
-    if args.steps < 0:
-        raise ConfigError("--steps must be ≥ 0")
+    check_int(args.steps, "--steps", 0, MAX_INTERPOLATION_STEPS, hint="codes between the endpoints")
+    check_output_dir(args.out, inputs=[args.source, args.target, args.model])
     pack = open_pack(args)
     src = codes_from_inputs(args, pack, [args.source])
     dst = codes_from_inputs(args, pack, [args.target])
     began = time.perf_counter()
     codes = interpolate(src.codes, dst.codes, steps=args.steps)  # [N, M, steps + 2, L, C]
-    middle = render(args, pack, codes[:, :, 1:-1], "interpolating")  # [N, M, steps, 3, R, R]
-    src_inv = render(args, pack, src.codes, "sources")
-    dst_inv = render(args, pack, dst.codes, "targets")
+    weights = torch.linspace(0, 1, args.steps + 2)[1:-1]
+    middle = render_interpolation(args, pack, codes[:, :, 1:-1], weights, src.tuned, dst.tuned)  # [N, M, steps, ...]
+    src_inv = render(args, pack, src.codes, "sources", src.tuned)
+    dst_inv = render(args, pack, dst.codes, "targets", dst.tuned)
     headers = ["Source", "Source Inversion"] + [f"Step {k + 1:02d}" for k in range(args.steps)] + \
         ["Target Inversion", "Target"]
     report = Report(title="Interpolation", headers=headers)
@@ -114,6 +120,8 @@ def run_interpolate(args: argparse.Namespace) -> int:
             "steps": args.steps, "weights": np.linspace(0, 1, args.steps + 2).tolist(),
             "code_shape": list(codes.shape), "seconds": round(time.perf_counter() - began, 3),
             "environment": environment(pack.device),
+            # tuned generators: the weights are interpolated with the codes (cli/refining.py says why)
+            "tuned_generators": {"source": src.tuned is not None, "target": dst.tuned is not None},
         }
         write_outputs(stage.path, report, manifest)
     info(args, f"interpolated {len(src.names)}×{len(dst.names)} pair(s) → {args.out}/index.html")
@@ -121,7 +129,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
 
 
 def run_mix(args: argparse.Namespace) -> int:
-    check_output_dir(args.out)
+    check_output_dir(args.out, inputs=[args.style, args.content, args.model])
     pack = open_pack(args)
     pack.generator.require_layerwise("style mixing")
     num_layers = pack.code_shape[0]
@@ -132,7 +140,8 @@ def run_mix(args: argparse.Namespace) -> int:
     content = codes_from_inputs(args, pack, [args.content])
     began = time.perf_counter()
     codes = mix(style.codes, content.codes, k)  # [S, K, L, C]
-    images = render(args, pack, codes, "mixing")
+    # Each result is drawn by its content photo's generator (tuned or not): the content gives the face.
+    images = render(args, pack, codes.transpose(0, 1), "mixing", content.tuned).transpose(0, 1)
     report = Report(title=f"Style mixing (layers {k}-{num_layers - 1} from the style)",
                     headers=["Style"] + [f"Content {j:03d}" for j in range(len(content.names))])
     with StagedOutput(args.out) as stage:
@@ -152,6 +161,7 @@ def run_mix(args: argparse.Namespace) -> int:
             "inputs": {"style": style.source, "content": content.source}, "model": pack_identity(pack),
             "layer_start": k, "code_shape": list(codes.shape),
             "seconds": round(time.perf_counter() - began, 3), "environment": environment(pack.device),
+            "tuned_generators": {"content": content.tuned is not None, "style": False},
         }
         write_outputs(stage.path, report, manifest)
     info(args, f"mixed {len(style.names)} style(s) × {len(content.names)} content(s) → {args.out}/index.html")
@@ -159,13 +169,14 @@ def run_mix(args: argparse.Namespace) -> int:
 
 
 def run_diffuse(args: argparse.Namespace) -> int:
-    check_output_dir(args.out)
+    check_int(args.steps, "--steps", 0, MAX_STEPS)
+    if args.lambda_vgg is not None:
+        check_float(args.lambda_vgg, "--lambda-vgg", 0.0, MAX_WEIGHT, hint="a loss weight")
     target_paths, context_paths = expand_inputs(args.target), expand_inputs(args.context)
+    check_output_dir(args.out, inputs=[*args.target, *args.context, *target_paths, *context_paths, args.model])
     pack = open_pack(args)
     crop_box(pack.resolution, crop_size=args.crop_size, center_x=args.center_x, center_y=args.center_y)  # fits?
-    batch_size = args.batch_size or default_batch_size(pack)
-    if batch_size < 1:
-        raise ConfigError("--batch-size must be at least 1")
+    batch_size = batch_size_of(args, pack)
     InversionConfig(steps=args.steps, lr=check_lr(args.lr), lambda_vgg=args.lambda_vgg)  # checks the values
     targets = read_images(target_paths, pack.resolution)
     contexts = read_images(context_paths, pack.resolution)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..pack import ModelPack, load_pack
+from ..safety import check_int
 from ..training.common import resolve_device
 
 
@@ -29,13 +31,21 @@ def add_model(parser: argparse.ArgumentParser) -> None:
                         help="model pack folder (default: the bundled default pack)")
 
 
+DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+
+
 def device_of(args: argparse.Namespace) -> torch.device:
-    try:
-        device = resolve_device(args.device)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {args.device}: {exc}") from None
+    """--device as a torch device that can run the networks: auto, cpu, cuda or cuda:N."""
+    text = str(args.device)
+    if not DEVICE.fullmatch(text):
+        raise ConfigError(f"--device {text[:40]}: use auto, cpu, cuda or cuda:N (idinvert runs on CPUs and "
+                          f"CUDA GPUs)")
+    device = resolve_device(text)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {args.device}: this computer has {torch.cuda.device_count()} CUDA "
+                          f"device(s), numbered from 0")
     return device
 
 
@@ -69,9 +79,22 @@ def check_lr(lr: float) -> float:
     return lr
 
 
-def parse_pair(text: str, name: str) -> tuple[float, float]:
+def parse_pair(text: str, name: str, limit: float = float("inf")) -> tuple[float, float]:
+    """Two finite numbers ``A,B`` with |A|, |B| ≤ limit."""
     try:
         a, b = (float(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"{name} takes two numbers like -3,3; got {text!r}") from None
+        raise ConfigError(f"{name} takes two numbers like -3,3; got {text[:40]!r}") from None
+    if not all(math.isfinite(v) and abs(v) <= limit for v in (a, b)):
+        raise ConfigError(f"{name} {text[:40]}: use two finite numbers from {-limit:g} to {limit:g}, like -3,3")
     return a, b
+
+
+MAX_BATCH = 4096  # images optimised together; memory grows with it
+
+
+def batch_size_of(args: argparse.Namespace, pack: ModelPack, option: str = "--batch-size") -> int:
+    """--batch-size when given (checked: 0 is not 'the default'), else 1 on CPU and 8 on a GPU."""
+    if getattr(args, "batch_size", None) is None:
+        return 8 if pack.device.type == "cuda" else 1
+    return check_int(args.batch_size, option, 1, MAX_BATCH)

@@ -1,4 +1,5 @@
-"""``idinvert convert``: the official ``.pth`` files → a model pack."""
+"""``idinvert convert``: the official ``.pth`` files (or a DCGAN / StyleGAN2 file) → a model pack;
+``idinvert export-rosinality``: a StyleGAN2 pack → a rosinality checkpoint."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..formats.dcgan import generateme_weights, load_dcgan_generator
 from ..formats.official import load_official_encoder, load_official_generator, load_official_vgg
+from ..formats.rosinality import save_rosinality
 from ..formats.stylegan2 import load_stylegan2
-from ..pack import check_pack_target, save_pack
+from ..networks import StyleGAN2Discriminator, StyleGAN2Generator
+from ..pack import check_pack_target, load_pack, save_pack
 from ..perceptual import default_perceptual_config
 from .common import add_quiet, info
 
@@ -37,6 +40,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing pack folder")
     add_quiet(p)
     p.set_defaults(run=run)
+
+    p = sub.add_parser("export-rosinality", help="write a StyleGAN2 pack as a rosinality stylegan2-pytorch checkpoint",
+                       description="A StyleGAN2 pack → a torch.save file {'g_ema', 'latent_avg', 'd'} in "
+                                   "rosinality's key names, for pSp, e4e, ReStyle and other tools built on it.")
+    p.add_argument("pack", help="a StyleGAN2 model pack folder")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint file to write (.pt)")
+    p.add_argument("--no-discriminator", action="store_true", help="leave the pack's discriminator out ('d')")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    add_quiet(p)
+    p.set_defaults(run=run_export_rosinality)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,23 +105,39 @@ def run_dcgan(args: argparse.Namespace) -> int:
 
 
 def run_stylegan2(args: argparse.Namespace) -> int:
-    """A StyleGAN2 snapshot or checkpoint → a pack with its generator (G_ema / g_ema).
-
-    The file's discriminator is not stored: a pack's discriminator slot holds the StyleGAN
-    discriminator of encoder training, not StyleGAN2's.
-    """
+    """A StyleGAN2 snapshot or checkpoint → a pack with its generator (G_ema / g_ema) and, when the
+    file has one, its discriminator (``discriminator_kind`` "stylegan2"), which encoder training
+    fine-tunes as the adversary of the domain-guided encoder."""
     if args.encoder or args.vgg or args.generator:
-        raise ConfigError("--stylegan2 takes no --generator, --encoder or --vgg: it converts the generator alone")
-    generator, _, details = load_stylegan2(args.stylegan2, with_discriminator=False)
+        raise ConfigError("--stylegan2 takes no --generator, --encoder or --vgg: it converts the generator "
+                          "(and its discriminator)")
+    generator, discriminator, details = load_stylegan2(args.stylegan2, with_discriminator=True)
     extra = {"converted_from": {"generator": str(args.stylegan2), "format": details["format"],
                                 **({"w_avg": details["w_avg"]} if "w_avg" in details else {})}}
     if args.framing == "ffhq" or (args.framing == "auto" and "ffhq" in args.stylegan2.name.lower()):
         from ..align import ffhq_framing
 
         extra["framing"] = ffhq_framing(generator.resolution).to_dict()
-    save_pack(args.out, name=args.name or args.out.name, generator=generator,
+    save_pack(args.out, name=args.name or args.out.name, generator=generator, discriminator=discriminator,
               perceptual_config=default_perceptual_config("torchvision"), overwrite=args.overwrite,
               extra_config=extra)
     info(args, f"wrote model pack {args.out} (StyleGAN2 {generator.resolution}px from {details['format']}, "
-               f"codes W+ [{generator.num_layers}, {generator.w_dim}])")
+               f"codes W+ [{generator.num_layers}, {generator.w_dim}], "
+               f"{'with' if discriminator is not None else 'no'} discriminator)")
+    return 0
+
+
+def run_export_rosinality(args: argparse.Namespace) -> int:
+    """A StyleGAN2 pack → rosinality's checkpoint layout (``save_rosinality``)."""
+    if args.out.exists() and not (args.overwrite and args.out.is_file()):
+        raise ConfigError(f"{args.out} already exists; choose another --out"
+                          + ("" if args.out.is_dir() else " or pass --overwrite"))
+    pack = load_pack(args.pack, with_discriminator=not args.no_discriminator)
+    if not isinstance(pack.generator, StyleGAN2Generator):
+        raise ConfigError(f"pack {pack.name!r} holds a {pack.generator.kind} generator; rosinality's format "
+                          f"holds StyleGAN2 only")
+    discriminator = pack.discriminator if isinstance(pack.discriminator, StyleGAN2Discriminator) else None
+    save_rosinality(pack.generator, args.out, discriminator=discriminator)
+    info(args, f"wrote {args.out} (g_ema {pack.resolution}px, latent_avg"
+               f"{', d' if discriminator is not None else ''}) from pack {pack.name!r}")
     return 0

@@ -20,8 +20,9 @@ from ..editing import interpolate, load_boundary, manipulate, synthesize
 from ..errors import ConfigError
 from ..fileio import StagedOutput, check_output_dir
 from ..images import save_image
-from ..inversion import InversionConfig
+from ..inversion import MAX_STEPS, InversionConfig
 from ..report import Report, environment, write_outputs
+from ..safety import check_int, check_seed, safe_name
 from .common import add_device, add_model, add_quiet, info, open_pack
 from .invert import default_batch_size, pack_identity, run_inversion
 from .photos import align_photos, paste_faces
@@ -55,7 +56,9 @@ def bundled_portrait() -> "PIL.Image.Image":  # noqa: F821
 
 def run(args: argparse.Namespace) -> int:
     began = time.perf_counter()
-    check_output_dir(args.out)
+    check_int(args.steps, "--steps", 0, MAX_STEPS)
+    check_seed(args.seed)
+    check_output_dir(args.out, inputs=[args.photo, args.model])
     pack = open_pack(args)
     with StagedOutput(args.out) as stage:
         folder = stage.path
@@ -99,6 +102,7 @@ def _write_inversion(folder: Path, report: Report, aligned, result) -> None:
 
 def _edit_cells(folder: Path, pack, aligned, codes: torch.Tensor, name: str, relative: str) -> list[str]:
     boundary = load_boundary(pack.file(relative), pack.code_shape)
+    name = safe_name(name, "attribute")  # a name from the pack's config.json becomes a file name
     edited = manipulate(codes, boundary, distances=torch.tensor(STRENGTHS))  # [F, 4, L, C]
     images = synthesize(pack.generator, edited).cpu()
     cells = []

@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..editing import DEFAULT_DISTANCES, Boundary, load_boundary, manipulate, parse_layers, synthesize
+from ..editing import DEFAULT_DISTANCES, Boundary, load_boundary, manipulate, parse_layers
 from ..errors import BoundaryError, CheckpointError, ConfigError, NonFiniteError
 from ..fileio import StagedOutput, check_output_dir
 from ..images import save_image
 from ..pack import ModelPack
 from ..report import Report, environment, write_outputs
+from ..safety import check_int
+from ..tuned import TunedWeights, synthesize_tuned
 from .common import add_device, add_model, add_quiet, info, open_pack, parse_pair, progress
 from .invert import Inverted, codes_from_inputs, default_batch_size, pack_identity, run_inversion
+from .refining import add_refine_options, refine_missing
 from .photos import AlignedPhotos, add_align_options, align_photos, paste_faces, photo_file
 
 
@@ -43,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="layers to move, like '0-5' or '2,3,4'; '' = all (default: the boundary file's "
                         "manipulate_layers, else all)")
     add_align_options(p)
+    add_refine_options(p)
     add_model(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     add_device(p)
@@ -67,22 +71,27 @@ def boundary_path(args: argparse.Namespace, pack: ModelPack) -> Path:
     return pack.file(str(shipped[args.attribute]))
 
 
-def render(args: argparse.Namespace, pack: ModelPack, codes: torch.Tensor, desc: str) -> torch.Tensor:
-    """G(codes) for codes ``[..., L, C]`` with a progress bar; images on the CPU."""
+def render(args: argparse.Namespace, pack: ModelPack, codes: torch.Tensor, desc: str,
+           tuned: TunedWeights | None = None) -> torch.Tensor:
+    """G(codes) for codes ``[..., L, C]`` with a progress bar; images on the CPU. With ``tuned``
+    (N generators), codes ``[N, ..., L, C]`` row i go through image i's tuned generator."""
     count = int(np.prod(codes.shape[:-2]))
     batch = 8 if pack.device.type == "cuda" else 4
     with progress(args, count, desc) as bar:
-        images = synthesize(pack.generator, codes, batch_size=batch, callback=bar.update).cpu()
+        images = synthesize_tuned(pack.generator, tuned, codes, batch_size=batch, callback=bar.update).cpu()
     if not torch.isfinite(images).all():
         raise NonFiniteError(f"the model pack {pack.path} synthesises NaN/inf images; check or rebuild the pack")
     return images
 
 
+MAX_DISTANCE = 100.0  # |d| of an edit; codes are of order 1 and the official range is ±3
+MAX_EDIT_STEPS = 1000  # distances per edit (each one image per input)
+
+
 def run(args: argparse.Namespace) -> int:
-    check_output_dir(args.out)
-    start, end = parse_pair(args.distances, "--distances")
-    if args.steps < 1:
-        raise ConfigError("--steps must be at least 1")
+    start, end = parse_pair(args.distances, "--distances", limit=MAX_DISTANCE)
+    check_int(args.steps, "--steps", 1, MAX_EDIT_STEPS, hint="the number of distances")
+    check_output_dir(args.out, inputs=[*args.inputs, args.boundary, args.model])
     pack = open_pack(args)
     path = boundary_path(args, pack)
     boundary: Boundary = load_boundary(path, pack.code_shape)
@@ -94,11 +103,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--{exc}") from None
     aligned = align_photos(pack, args.inputs, face=args.face) if args.align else None
     inverted = codes_from_inputs(args, pack, args.inputs) if aligned is None else invert_faces(args, pack, aligned)
+    tuning = refine_missing(args, pack, inverted)
     began = time.perf_counter()
     distances = torch.linspace(start, end, args.steps)
     edited = manipulate(inverted.codes, boundary, distances=distances, layers=layers)  # [N, K, L, C]
-    images = render(args, pack, edited, "editing")
-    reconstructions = render(args, pack, inverted.codes, "inversions")
+    images = render(args, pack, edited, "editing", inverted.tuned)
+    reconstructions = render(args, pack, inverted.codes, "inversions", inverted.tuned)
     label = args.attribute or path.stem
     with StagedOutput(args.out) as stage:
         np.save(stage.path / "codes.npy", edited.float().cpu().numpy())
@@ -120,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
                          "shape": list(boundary.direction.shape), "meta_data": plain(boundary.meta)},
             "distances": distances.tolist(), "code_shape": list(edited.shape),
             "seconds": round(time.perf_counter() - began, 3), "environment": environment(pack.device),
+            "tuned_generators": inverted.tuned is not None, **tuning,
         }
         write_outputs(stage.path, report, manifest)
     info(args, f"edited {len(inverted.names)} image(s) along {label} → {args.out}/index.html")

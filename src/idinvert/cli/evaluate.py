@@ -27,13 +27,14 @@ from ..attributes import load_predictor
 from ..errors import ConfigError, ImageError
 from ..evaluation.outputs import figures, markdown
 from ..evaluation.suite import (METHOD_KINDS, SKIPPABLE, Evaluation, EvaluationConfig, json_ready,
-                                load_pack_boundaries)
+                                load_pack_boundaries, load_pack_directions)
 from ..fileio import StagedOutput, atomic_path, check_output_dir, write_json, write_text
 from ..images import expand_inputs, pil_to_tensor, read_images, resize_square
 from ..report import environment
 from ..training.data import read_labels
-from .common import add_device, add_quiet, info, open_pack, progress
-from .invert import default_batch_size, pack_identity
+from ..safety import check_seed, mark_output_dir
+from .common import add_device, add_quiet, batch_size_of, info, open_pack, progress
+from .invert import invert_dir_images, is_invert_dir, pack_identity
 
 CACHE_DIR = "cache"
 
@@ -52,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pack", "--model", dest="model", default=None, metavar="PACK",
                    help="model pack folder (default: the bundled default pack)")
     p.add_argument("--images", nargs="+", required=True, metavar="DIR_OR_LIST_OR_PREPARED",
-                   help="image folder(s), list file(s), or one folder made by `idinvert prepare-data` "
-                        "(its labels, if any, are the ground truth of Fig. 3)")
+                   help="image folder(s), list file(s), one folder made by `idinvert prepare-data` "
+                        "(its labels, if any, are the ground truth of Fig. 3), or one `idinvert invert` "
+                        "output folder (its photos)")
     p.add_argument("--labels", type=Path, metavar="CSV",
                    help="labels CSV with a 'file' column (basenames) and attribute columns (0/1, age, gender)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
@@ -72,7 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    metavar="L1,L2,...", help="λ_dom values of the ablation (default 0,2,40)")
     p.add_argument("--pairs", type=int, default=d.pairs, help=f"random pairs to interpolate (default {d.pairs})")
     p.add_argument("--edit-distance", type=float, default=d.edit_distance,
-                   help=f"d of the manipulation column: edits at ±d (default {d.edit_distance:g})")
+                   help=f"d of the manipulation column (edits at ±d) and of LEC (default {d.edit_distance:g})")
+    p.add_argument("--lec-count", type=int, default=d.lec_count, metavar="N",
+                   help=f"images of the LEC measure; each boundary and direction re-inverts them once per method "
+                        f"(default {d.lec_count})")
     p.add_argument("--edit-range", default="-3,3,7", metavar="START,END,COUNT",
                    help="distances of the edit-quality sweep (default -3,3,7: -3, -2, …, 3)")
     p.add_argument("--boundaries", nargs="+", default=None, metavar="NAME",
@@ -119,7 +124,8 @@ def evaluation_config(args: argparse.Namespace, batch_size: int) -> EvaluationCo
         lambda_dom_ablation=_numbers(args.lambda_dom_ablation, "--lambda-dom-ablation"), pairs=args.pairs,
         edit_distance=args.edit_distance, edit_distances=edit_range(args.edit_range),
         boundaries=tuple(args.boundaries) if args.boundaries else None, skip=frozenset(args.skip),
-        batch_size=batch_size, metric_batch=args.metric_batch, seed=args.seed, examples=args.examples)
+        batch_size=batch_size, metric_batch=args.metric_batch, seed=args.seed, examples=args.examples,
+        lec_count=args.lec_count)
 
 
 # --- the image set ----------------------------------------------------------------------------------
@@ -166,6 +172,11 @@ def load_image_set(inputs: list[str], resolution: int, count: int | None, labels
         chosen_labels = [ds.labels[i] for i in chosen]
         rows = [dict(r) for r in chosen_labels] if any(chosen_labels) else None
         source = str(inputs[0])
+    elif len(inputs) == 1 and is_invert_dir(Path(inputs[0])):  # the photos an `idinvert invert` run read
+        paths, files = invert_dir_images(Path(inputs[0]))
+        chosen = subset_indices(len(paths), count, spread)
+        images = read_images([paths[i] for i in chosen], resolution)
+        names, rows, source = [files[i] for i in chosen], None, str(inputs[0])
     else:
         paths = expand_inputs(inputs)
         paths = [paths[i] for i in subset_indices(len(paths), count, spread)]
@@ -238,6 +249,7 @@ def command_line(args: argparse.Namespace, config: EvaluationConfig) -> str:
               "--lambda-dom", f"{config.lambda_dom:g}",
               "--lambda-dom-ablation", ",".join(f"{v:g}" for v in config.lambda_dom_ablation),
               "--pairs", str(config.pairs), "--edit-distance", f"{config.edit_distance:g}",
+              "--lec-count", str(config.lec_count),
               f"--edit-range={args.edit_range}", "--batch-size", str(config.batch_size),
               "--metric-batch", str(config.metric_batch), "--seed", str(config.seed)]
     if config.boundaries:
@@ -248,22 +260,27 @@ def command_line(args: argparse.Namespace, config: EvaluationConfig) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_output_dir(args.out)
+    check_output_dir(args.out, inputs=[*args.images, args.labels, args.model])
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
+    check_seed(args.seed)
     pack = open_pack(args)
-    config = evaluation_config(args, args.batch_size or default_batch_size(pack))
+    config = evaluation_config(args, batch_size_of(args, pack))
     data = load_image_set(args.images, pack.resolution, args.count, args.labels, args.spread)
     boundaries = load_pack_boundaries(pack, config.boundaries) if pack.config.get("boundaries") else {}
     if config.boundaries and not boundaries:
         raise ConfigError(f"--boundaries: the pack {pack.path} has no boundaries")
-    wants_predictor = config.uses("edits") or config.uses("pr")
-    predictor = load_predictor(pack) if pack.config.get("predictor") and boundaries and wants_predictor else None
+    directions = load_pack_directions(pack) if config.uses("edits") and config.uses("directions") else {}
+    wants_predictor = (config.uses("edits") and (boundaries or directions)) or (config.uses("pr") and boundaries)
+    predictor = load_predictor(pack) if pack.config.get("predictor") and wants_predictor else None
     info(args, f"evaluating {pack.name!r} on {data.images.shape[0]} images ({pack.resolution} px) on {pack.device}")
+    args.out.mkdir(parents=True, exist_ok=True)  # the cache lives in it, so it is marked as ours now
+    mark_output_dir(args.out)
     evaluation = Evaluation(pack, data.images, config, label_rows=data.rows, predictor=predictor,
-                            boundaries=boundaries, cache=FolderCache(args.out / CACHE_DIR, reuse=args.resume),
+                            boundaries=boundaries, directions=directions,
+                            cache=FolderCache(args.out / CACHE_DIR, reuse=args.resume),
                             progress=lambda desc, total: progress(args, total, desc), log=lambda m: info(args, m))
     result = evaluation.run()
     result.results = {**result.results, "model": pack_identity(pack), "source": data.source,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
+import re
 import signal
 import threading
 
 from ..errors import ConfigError
+from ..inversion import MAX_STEPS
+from ..safety import check_float, check_int
 from .common import add_device, add_model, info, open_pack
 
 FLASK_HINT = 'the web editor needs Flask: pip install "flask>=3.0,<4" (or pip install "idinvert[serve]")'
@@ -44,6 +48,25 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def trusted_hosts(host: str) -> tuple[str, ...] | None:
+    """The Host headers served: for a loopback address, only loopback names (a page on another site
+    cannot reach the editor through DNS rebinding); for an address on the network, any."""
+    if not _is_loopback(host):
+        return None
+    return tuple(dict.fromkeys(("127.0.0.1", "localhost", "::1", host.strip("[]").lower())))
+
+
+def _check_host(host: str) -> None:
+    """Refuse, before anything starts, a host that looks like an IP address but is none (256.1.1.1);
+    a host name that cannot be resolved is reported when binding."""
+    if re.fullmatch(r"[\d.]+", host):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(f"--host {host[:60]}: not an IP address; use 127.0.0.1 (this computer only) or an "
+                              f"address of this computer") from None
+
+
 def _stop_on_sigterm():
     """``kill`` and service managers send SIGTERM: stop as on Ctrl-C (werkzeug ends serve_forever).
     Returns the previous handler (None outside the main thread, where signals cannot be handled)."""
@@ -59,8 +82,10 @@ def _stop_on_sigterm():
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: use 1 to 65535, or 0 for a free port")
-    if not (args.max_upload_mb > 0 and args.idle_timeout > 0 and args.steps >= 0):
-        raise ConfigError("--max-upload-mb and --idle-timeout must be positive and --steps at least 0")
+    check_int(args.steps, "--steps", 0, MAX_STEPS)
+    check_float(args.max_upload_mb, "--max-upload-mb", 0.0, 1024.0, low_open=True, hint="megabytes")
+    check_float(args.idle_timeout, "--idle-timeout", 0.0, 7 * 24 * 60.0, low_open=True, hint="minutes, up to a week")
+    _check_host(args.host)
     try:
         from ..server import ServerOptions, create_app, make_server
     except ModuleNotFoundError as exc:
@@ -68,9 +93,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(FLASK_HINT) from None
         raise
     options = ServerOptions(steps=args.steps, max_upload_mb=args.max_upload_mb, idle_timeout=args.idle_timeout * 60,
-                            alignment=args.alignment,
-                            trusted_hosts=("127.0.0.1", "localhost") if args.host in ("127.0.0.1", "localhost")
-                            else None)
+                            alignment=args.alignment, trusted_hosts=trusted_hosts(args.host))
     pack = open_pack(args)
     app = create_app(pack, options)
     state, server = app.extensions["idinvert"], None
@@ -79,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             server = make_server(app, args.host, args.port)
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
-                              f"choose another --port") from None
+            advice = "choose another --port" if exc.errno == errno.EADDRINUSE else \
+                "check --host (an address of this computer, e.g. 127.0.0.1)"
+            raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); {advice}") from None
         host = f"[{args.host}]" if ":" in args.host else args.host
         if state.editor.alignment_notice and args.alignment == "auto":
             info(args, f"note: {state.editor.alignment_notice}")

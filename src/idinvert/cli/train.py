@@ -12,10 +12,11 @@ from pathlib import Path
 
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
 from ..errors import ConfigError
-from ..pack import load_pack
+from ..pack import check_pack_target, load_pack
 from ..training.common import init_distributed
 from ..training.data import prepare_dataset
-from ..training.drivers import export_run, run_encoder, run_gan
+from ..training.distill import DistillConfig
+from ..training.drivers import export_run, run_distill, run_encoder, run_gan
 from ..training.encoder import EncoderTrainConfig
 from ..training.gan import GANTrainConfig
 from ..training.runner import RunOptions
@@ -88,12 +89,39 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(run=run_train_encoder, kind="domain-guided" if kind == "encoder" else "conventional")
         _add_run_options(p)
 
+    register_distill(sub)
     p = sub.add_parser("export", help="write a model pack from a training run's latest checkpoint")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--name")
     add_quiet(p)
     p.set_defaults(run=run_export)
+
+
+def register_distill(sub: argparse._SubParsersAction) -> None:
+    d = DistillConfig()
+    s = d.student
+    p = sub.add_parser("distill", help="distil a pack's generator into a StyleGAN with W+ codes",
+                       description="Train a StyleGAN student to reproduce a teacher pack's generator on the "
+                                   "teacher's own z ~ N(0, I) (pixel L1 + LPIPS-alex + a style-mixing term), "
+                                   "optionally followed by a short adversarial phase on real photos.")
+    p.add_argument("--teacher", required=True, help="the pack whose generator is distilled (e.g. dcgan-faces64)")
+    p.add_argument("--data", type=Path, help="real photos in the teacher's framing (needed with --adv-kimg)")
+    p.add_argument("--kimg", type=float, default=d.total_kimg, help=f"regression images, thousands (default {d.total_kimg:g})")
+    p.add_argument("--adv-kimg", type=float, default=0.0, help="adversarial fine-tuning images after it (default 0)")
+    p.add_argument("--batch", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--w-dim", type=int, default=s.w_dim, help="C of the student's W+ rows (and its mapping width)")
+    p.add_argument("--mapping-layers", type=int, default=s.mapping_layers)
+    p.add_argument("--mapping-lr-mul", type=float, default=s.mapping_lr_mul)
+    p.add_argument("--fmaps-base", type=int, default=s.fmaps_base)
+    p.add_argument("--fmaps-max", type=int, default=s.fmaps_max)
+    p.add_argument("--lambda-lpips", type=float, default=d.lambda_lpips)
+    p.add_argument("--lambda-mix", type=float, default=d.lambda_mix)
+    p.add_argument("--mixing-prob", type=float, default=d.mixing_prob)
+    p.add_argument("--lambda-adv", type=float, default=d.lambda_adv)
+    _add_run_options(p)
+    p.set_defaults(run=run_distill_verb)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -190,6 +218,26 @@ def run_train_encoder(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    # replaces an earlier export (a pack), never an unrelated folder or the run itself
+    check_pack_target(args.out, overwrite=True, inputs=[args.run_dir])
     path = export_run(args.run_dir, args.out, name=args.name)
     info(args, f"wrote model pack {path}")
     return 0
+
+
+def run_distill_verb(args: argparse.Namespace) -> int:
+    world = init_distributed(args.device)
+    teacher = load_pack(args.teacher, device="cpu").generator
+    student = GeneratorConfig(resolution=teacher.resolution, z_dim=teacher.z_dim, w_dim=args.w_dim,
+                              mapping_layers=args.mapping_layers, mapping_fmaps=args.w_dim,
+                              mapping_lr_mul=args.mapping_lr_mul, fmaps_base=args.fmaps_base, fmaps_max=args.fmaps_max)
+    discriminator = DiscriminatorConfig(resolution=teacher.resolution, fmaps_base=32 * teacher.resolution,
+                                        fmaps_max=128)
+    config = DistillConfig(student=student, total_kimg=args.kimg, adv_kimg=args.adv_kimg, batch_size=args.batch,
+                           lr=args.lr, lambda_lpips=args.lambda_lpips, lambda_mix=args.lambda_mix,
+                           mixing_prob=args.mixing_prob, lambda_adv=args.lambda_adv, discriminator=discriminator,
+                           seed=args.seed if args.seed is not None else 0)
+    del teacher
+    outcome = run_distill(config, args.teacher, args.data, _options(args, args.kimg + args.adv_kimg), world=world,
+                          name=args.name)
+    return _report(args, outcome, "distillation")

@@ -1,18 +1,19 @@
 """The Flask app of ``idinvert serve``: a JSON and image API over ``Editor`` plus the static page.
 
 Every endpoint below ``/api/session/<id>/`` belongs to one browser tab (a session). Errors are
-JSON ``{"error": "<one readable sentence>"}`` with a fitting status: 400 bad input, 404 unknown
-or ended session, 409 a step is missing (no photo or inversion yet), 413 upload too large,
-415 not an image, 503 too many open sessions.
+JSON ``{"error": "<one readable sentence>"}`` with a fitting status: 400 bad input (also a JSON
+body nested too deeply or a foreign ``Host``), 404 unknown or ended session (also one closed to
+make room for a new tab), 409 a step is missing (no photo or inversion yet), 413 upload or JSON
+body too large, 415 not an image.
 """
 
 from __future__ import annotations
 
 import atexit
 import importlib.util
-import json
 import logging
 import os
+import re
 import socket
 import tempfile
 import time
@@ -28,14 +29,21 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, get_sockaddr, s
 from werkzeug.serving import make_server as _make_server
 
 from ..errors import ConfigError, IdinvertError, ImageError
-from ..images import open_image
+from ..images import MAX_PIXELS, decode_image
+from ..inversion import MAX_STEPS
+from ..safety import check_float, check_int, parse_json
 from ..pack import ModelPack
-from .editor import Editor, decode_photo, encode_npy, encode_png, preview_jpeg
+from .editor import MAX_PHOTO_SIDE, Editor, decode_photo, encode_npy, encode_png, preview_jpeg
 from .jobs import Job, JobCancelled, JobQueue
 from .sessions import SLOTS, Diffusion, Photo, Session, SessionStore
 
 STATIC = Path(__file__).resolve().parent / "static"
-LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+MAX_UPLOAD_MB = 1024.0
+MAX_IDLE_SECONDS = 7 * 24 * 3600.0  # a week
+MAX_JSON_BYTES = 64 * 1024  # a JSON body (edit parameters, a face choice) is a few hundred bytes
+MAX_JSON_DEPTH = 8
+HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>\d{1,5}))?")
 log = logging.getLogger("idinvert.server")
 
 Sample = str | os.PathLike | Callable[[], Image.Image]
@@ -47,20 +55,25 @@ class ServerOptions:
 
     steps: int = 100  # T, Adam steps of each in-domain inversion and diffusion (the paper's 100)
     max_upload_mb: float = 20.0  # larger uploads are refused with HTTP 413
-    max_pixels: int = 50_000_000  # photos with more pixels are refused
+    max_pixels: int = MAX_PIXELS  # photos with more pixels are refused before decoding
+    max_photo_side: int = MAX_PHOTO_SIDE  # larger photos are shrunk to this side while decoding
     idle_timeout: float = 1800.0  # seconds without a request before a session and its files are deleted
     reap_interval: float = 30.0  # seconds between the reaper's looks for idle sessions
-    max_sessions: int = 32  # browser tabs open at once
+    max_sessions: int = 32  # sessions kept at once; a new tab closes the least recently used one
     alignment: str = "auto"  # auto (dlib when installed, else the centre square) | dlib | center
     samples: Mapping[str, Sample] | None = None  # name → photo file or loader; None = the bundled samples
     temp_parent: str | os.PathLike | None = None  # where the server's temporary folder is made; None = system's
     trusted_hosts: tuple[str, ...] | None = LOOPBACK_NAMES  # Host headers served (DNS rebinding); None = any
 
     def __post_init__(self) -> None:
-        if not self.max_upload_mb > 0 or not self.idle_timeout > 0 or not self.reap_interval > 0:
-            raise ConfigError("the upload limit, idle timeout and reap interval must be positive")
-        if self.max_sessions < 1 or self.max_pixels < 1:
-            raise ConfigError("max_sessions and max_pixels must be at least 1")
+        # Finite limits only: an infinite timeout or upload size would keep memory and files forever.
+        check_float(self.max_upload_mb, "max_upload_mb", 0.0, MAX_UPLOAD_MB, low_open=True)
+        check_float(self.idle_timeout, "idle_timeout", 0.0, MAX_IDLE_SECONDS, low_open=True, hint="seconds")
+        check_float(self.reap_interval, "reap_interval", 0.0, MAX_IDLE_SECONDS, low_open=True, hint="seconds")
+        check_int(self.max_sessions, "max_sessions", 1, 10_000)
+        check_int(self.max_pixels, "max_pixels", 1, MAX_PIXELS)
+        check_int(self.max_photo_side, "max_photo_side", 64, 16384)
+        check_int(self.steps, "steps", 0, MAX_STEPS)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -126,8 +139,7 @@ def create_app(pack: ModelPack, options: ServerOptions | None = None) -> Flask:
     state = ServerState(editor, options, dict(options.samples) if options.samples is not None else default_samples())
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.request_class = _request_class(state.store.root, options.max_upload_bytes)
-    app.config.update(MAX_CONTENT_LENGTH=options.max_upload_bytes,
-                      TRUSTED_HOSTS=list(options.trusted_hosts) if options.trusted_hosts else None)
+    app.config.update(MAX_CONTENT_LENGTH=options.max_upload_bytes)
     app.extensions["idinvert"] = state
     _register_handlers(app, options)
     _register_routes(app, state)
@@ -144,7 +156,24 @@ def _request_class(spool_dir: Path, limit: int) -> type[Request]:
     return EditorRequest
 
 
+def host_allowed(header: str | None, trusted: tuple[str, ...] | None) -> bool:
+    """Whether a ``Host`` header names one of ``trusted`` (IPv6 in brackets, any port); DNS rebinding
+    guard. werkzeug's own check cannot match IPv6 addresses, so this one is used for every host."""
+    if trusted is None:
+        return True
+    m = HOST.fullmatch(header or "")
+    if m is None:
+        return False
+    name = (m["v6"] or m["name"]).lower()
+    return name in {t.strip("[]").lower() for t in trusted}
+
+
 def _register_handlers(app: Flask, options: ServerOptions) -> None:
+    @app.before_request
+    def check_host():
+        if not host_allowed(request.headers.get("Host"), options.trusted_hosts):
+            return jsonify(error="unknown Host header; open the editor at the address it printed"), 400
+
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
         body = {"error": str(exc)} | ({"code": exc.code} if exc.code else {})
@@ -196,8 +225,20 @@ def _register_routes(app: Flask, state: ServerState) -> None:
             raise ApiError(409, f"{which} is not inverted yet; wait for its inversion to finish")
         return photo
 
+    def parse(text: str | bytes, what: str) -> Any:
+        try:
+            return parse_json(text, what, max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH)
+        except ConfigError as exc:
+            raise ApiError(413 if "larger than" in str(exc) else 400, str(exc)) from None
+
     def json_body() -> dict[str, Any]:
-        body = request.get_json(silent=True) if request.content_length else {}
+        if not request.content_length:
+            return {}
+        if request.content_length > MAX_JSON_BYTES:
+            raise ApiError(413, f"the JSON body is larger than {MAX_JSON_BYTES // 1024} KB")
+        if not request.is_json:
+            raise ApiError(400, "send a JSON object with Content-Type: application/json")
+        body = parse(request.get_data(cache=False), "the JSON body")
         if not isinstance(body, dict):
             raise ApiError(400, "send a JSON object with Content-Type: application/json")
         return body
@@ -220,10 +261,7 @@ def _register_routes(app: Flask, state: ServerState) -> None:
 
     @app.post("/api/session")
     def new_session():
-        session = store.create()
-        if session is None:
-            raise ApiError(503, f"{options.max_sessions} editing sessions are open; close a tab and reload")
-        return jsonify(session=session.id), 201
+        return jsonify(session=store.create().id), 201
 
     @app.route("/api/session/<sid>/close", methods=["POST"])
     @app.route("/api/session/<sid>", methods=["DELETE"])
@@ -240,7 +278,7 @@ def _register_routes(app: Flask, state: ServerState) -> None:
         if upload is not None and (upload.filename or upload.content_length or upload.mimetype):
             data = upload.read()
             try:
-                image = decode_photo(data, max_pixels=options.max_pixels)
+                image = decode_photo(data, max_pixels=options.max_pixels, max_side=options.max_photo_side)
             except ImageError as exc:
                 raise ApiError(415, str(exc)) from None
         elif sample:
@@ -340,9 +378,9 @@ def _register_routes(app: Flask, state: ServerState) -> None:
     def download(sid: str, name: str):
         session = session_of(sid)
         try:
-            params = json.loads(request.args.get("p") or "{}")
-        except json.JSONDecodeError:
-            raise ApiError(400, "the parameter p must be JSON edit parameters") from None
+            params = parse(request.args.get("p") or "{}", "the parameter p")
+        except ApiError:
+            raise ApiError(400, "the parameter p must be JSON edit parameters (small, not deeply nested)") from None
         photo, code, image = edited(session, params)
         if name == "code.npy":
             response = Response(encode_npy(code), mimetype="application/octet-stream")
@@ -384,7 +422,7 @@ def _register_routes(app: Flask, state: ServerState) -> None:
 
 
 def _load_sample(sample: Sample) -> Image.Image:
-    return sample() if callable(sample) else open_image(sample)
+    return sample() if callable(sample) else decode_image(sample, max_side=MAX_PHOTO_SIDE)
 
 
 def _drop_diffusion(session: Session, queue: JobQueue) -> None:

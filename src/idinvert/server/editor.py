@@ -12,13 +12,12 @@ from __future__ import annotations
 import io
 import math
 import threading
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 from ..align import (INSTALL_HINT, FaceAlignment, align_faces, check_alignment_available, framing_from_config,
                      paste_back, utkface_framing)
@@ -26,7 +25,7 @@ from ..diffusion import crop_box, diffuse
 from ..editing import (DEFAULT_DISTANCES, Boundary, default_mix_layer_start, interpolate, load_boundary,
                        manipulate, mix, synthesize)
 from ..errors import ConfigError, IdinvertError, ImageError
-from ..images import RESAMPLE, pil_to_tensor, resize_square, tensor_to_pil, to_rgb
+from ..images import RESAMPLE, decode_image, pil_to_tensor, resize_square, tensor_to_pil
 from ..inversion import InversionConfig, invert
 from ..pack import ModelPack
 
@@ -34,6 +33,7 @@ ALIGNMENTS = ("auto", "dlib", "center")
 EDIT_LIMIT = 10.0  # the largest |d| the server accepts; the sliders span DEFAULT_DISTANCES (±3)
 BLEND_STEPS = 20  # the interpolation slider has BLEND_STEPS + 1 positions, 0 = photo 1, 20 = photo 2
 MIN_PHOTO_SIDE = 16
+MAX_PHOTO_SIDE = 2048  # longer side a photo is kept at (12 MB as RGB; faces need far less)
 PREVIEW_SIDE = 768  # longer side of the photo preview shown in the page
 
 
@@ -61,30 +61,23 @@ class EditParams:
         return self.blend > 0 or self.mix_start is not None
 
 
-def decode_photo(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Uploaded bytes → 8-bit RGB photo with its EXIF orientation applied (ImageError otherwise)."""
+def decode_photo(data: bytes, *, max_pixels: int, max_side: int = MAX_PHOTO_SIDE) -> Image.Image:
+    """Uploaded bytes → 8-bit RGB photo with its EXIF orientation applied (ImageError otherwise).
+
+    The same decoder as the command line (``images.decode_image``): photos over ``max_pixels`` or
+    under MIN_PHOTO_SIDE a side are refused before decoding, and larger photos are shrunk to
+    ``max_side`` while decoding, so a session holds at most a few megapixels per photo.
+    """
     if not data:
         raise ImageError("the upload is empty; choose a photo file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                if img.width * img.height > max_pixels:
-                    raise ImageError(f"the photo is {img.width}×{img.height} pixels; the limit is "
-                                     f"{max_pixels / 1e6:g} megapixels, so use a smaller photo")
-                img.load()
-                photo = to_rgb(ImageOps.exif_transpose(img))
-    except IdinvertError:
+        return decode_image(data, name="the photo", max_pixels=max_pixels, min_side=MIN_PHOTO_SIDE,
+                            max_side=max_side)
+    except ImageError as exc:
+        if "not an image" in str(exc) or "unreadable" in str(exc):
+            raise ImageError("not an image file (or one Pillow cannot read): upload a PNG, JPEG, WebP, BMP, "
+                             "TIFF or GIF photo") from None
         raise
-    except Image.DecompressionBombError:
-        raise ImageError(f"the photo is too large; the limit is {max_pixels / 1e6:g} megapixels") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError("not an image file (or one Pillow cannot read): upload a PNG, JPEG, WebP, BMP, "
-                         f"TIFF or GIF photo ({type(exc).__name__})") from None
-    if min(photo.size) < MIN_PHOTO_SIDE:
-        raise ImageError(f"the photo is {photo.width}×{photo.height} pixels; use one at least "
-                         f"{MIN_PHOTO_SIDE} pixels a side")
-    return photo
 
 
 def encode_png(image: torch.Tensor | Image.Image, *, compress_level: int = 6) -> bytes:
@@ -139,6 +132,8 @@ class Editor:
         for net in pack.networks().values():  # for the server's lifetime: no parameter gradients
             net.eval().requires_grad_(False)
         self.boundaries = self._load_boundaries(pack)
+        self.directions = self._load_directions(pack)  # "direction k" → label-free direction; also in boundaries
+        self.boundaries.update(self.directions)
         framing = framing_from_config(pack.config, what=f"{pack.path}/config.json") or utkface_framing(pack.resolution)
         self.framing = framing if framing.size == pack.resolution else framing.with_size(pack.resolution)
         self.alignment, self.alignment_notice = self._choose_alignment(alignment)
@@ -152,6 +147,13 @@ class Editor:
         if not isinstance(entries, dict):
             raise ConfigError(f"{pack.path}/config.json: 'boundaries' must map attribute names to files")
         return {name: load_boundary(pack.file(str(rel)), pack.code_shape) for name, rel in sorted(entries.items())}
+
+    @staticmethod
+    def _load_directions(pack: ModelPack) -> dict[str, Boundary]:
+        """The pack's label-free directions (``idinvert directions --add-to-pack``) as "direction 1" … "direction K"."""
+        from ..directions import pack_directions
+
+        return {f"direction {k + 1}": b for k, b in enumerate(pack_directions(pack).values())}
 
     @staticmethod
     def _choose_alignment(mode: str) -> tuple[str, str | None]:
@@ -177,7 +179,9 @@ class Editor:
                      "device": str(self.pack.device)},
             "steps": self.steps,
             "attributes": [{"name": name, "min": low, "max": high, "step": 0.1,
-                            "layers": list(b.layers) if b.layers is not None else None}
+                            "layers": list(b.layers) if b.layers is not None else None,
+                            "kind": "direction" if name in self.directions else "attribute",
+                            "title": _slider_title(name, b, name in self.directions)}
                            for name, b in self.boundaries.items()],
             "alignment": {"mode": self.alignment, "notice": self.alignment_notice, "framing": self.framing.name},
             "blend_steps": BLEND_STEPS,
@@ -290,6 +294,15 @@ class Editor:
                   _integer(center_y, "center_y", 0, self.pack.resolution))
         crop_box(self.pack.resolution, crop_size=values[0], center_x=values[1], center_y=values[2])
         return values
+
+
+def _slider_title(name: str, boundary: Boundary, direction: bool) -> str:
+    """The slider's tooltip: what moves it and on which layers."""
+    layers = "all layers" if boundary.layers is None else "layers " + ",".join(map(str, boundary.layers))
+    if not direction:
+        return f"{name}: boundary on {layers}"
+    method = str(boundary.meta.get("method", "")).replace("sefa", "SeFa").replace("ganspace", "GANSpace")
+    return f"{name}: {method + ' ' if method else ''}direction found without labels, on {layers}"
 
 
 def _number(value: object, what: str) -> float:

@@ -9,6 +9,8 @@ way its jobs are cancelled and its folder deleted.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import re
 import secrets
 import shutil
@@ -77,6 +79,15 @@ class Session:
         return path
 
 
+def release_memory() -> None:
+    """Give the memory of closed sessions' photos back to the system (glibc keeps freed heap otherwise)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is reused by the process instead
+        pass
+
+
 class SessionStore:
     """Sessions by id, their folders under one ``mkdtemp`` folder, and the idle reaper."""
 
@@ -97,17 +108,23 @@ class SessionStore:
         with self._lock:
             return len(self._sessions)
 
-    def create(self) -> Session | None:
-        """A new session, or None when ``max_sessions`` are open."""
+    def create(self) -> Session:
+        """A new session. When ``max_sessions`` are open the least recently used one is closed to make
+        room, sessions without a photo first, so that opened-and-forgotten (or scripted) sessions can
+        never lock out a new tab; the evicted tab is told to reload when it next asks."""
+        evicted = None
         with self._lock:
             if len(self._sessions) >= self.max_sessions:
-                return None
+                evicted = min(self._sessions.values(), key=lambda s: (bool(s.photos), s.last_seen))
+                del self._sessions[evicted.id]
             sid = secrets.token_urlsafe(24)
             folder = self.root / f"s-{secrets.token_hex(8)}"
             folder.mkdir(mode=0o700)
             session = Session(sid, folder, time.monotonic())
             self._sessions[sid] = session
-            return session
+        if evicted is not None:
+            self._dispose(evicted)
+        return session
 
     def get(self, sid: str) -> Session | None:
         """The session, its idle clock reset; None for an unknown or malformed id."""
@@ -135,6 +152,7 @@ class SessionStore:
         if self._on_close is not None:
             self._on_close(session)
         shutil.rmtree(session.folder, ignore_errors=True)
+        release_memory()
 
     def reap(self, now: float | None = None) -> list[str]:
         """Close the sessions idle for longer than ``idle_timeout``; their ids."""

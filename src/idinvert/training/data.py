@@ -31,7 +31,7 @@ from PIL import Image
 
 from ..errors import ConfigError, ImageError
 from ..fileio import atomic_path, write_json
-from ..images import IMAGE_EXTENSIONS, LIST_EXTENSIONS, resize_square, to_rgb
+from ..images import IMAGE_EXTENSIONS, LIST_EXTENSIONS, MAX_PIXELS, resize_square, to_rgb
 
 
 @dataclass
@@ -84,6 +84,8 @@ def read_labels(path: str | os.PathLike, *, split: str | None) -> dict[str, dict
 
 def _decode(data: bytes, resolution: int, framing=None) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
+        if img.width * img.height > MAX_PIXELS:  # checked before decoding (decompression bombs)
+            raise ImageError(f"{img.width}×{img.height} pixels is over the limit of {MAX_PIXELS / 1e6:g} megapixels")
         img.load()
         rgb = to_rgb(img)
     if framing is None:
