@@ -18,9 +18,10 @@ from .errors import IdinvertError  # noqa: E402
 from .images import read_image, read_images, save_image  # noqa: E402
 from .inversion import InversionConfig, InversionResult, invert  # noqa: E402
 from .pack import ModelPack, load_pack, save_pack  # noqa: E402
+from .refine import RefineConfig, RefineResult, refine  # noqa: E402
 
 __all__ = [
     "Boundary", "DiffusionResult", "IdinvertError", "InversionConfig", "InversionResult", "ModelPack",
-    "diffuse", "interpolate", "invert", "load_boundary", "load_pack", "manipulate", "metrics", "mix",
-    "read_image", "read_images", "save_boundary", "save_image", "save_pack",
+    "RefineConfig", "RefineResult", "diffuse", "interpolate", "invert", "load_boundary", "load_pack", "manipulate",
+    "metrics", "mix", "read_image", "read_images", "refine", "save_boundary", "save_image", "save_pack",
 ]
