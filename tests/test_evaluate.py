@@ -16,6 +16,7 @@ from idinvert.attributes import predictor_entry, save_predictor
 from idinvert.attributes.predictor import AttributePredictor, PredictorConfig
 from idinvert.cli import main
 from idinvert.config import EncoderConfig, to_dict
+from idinvert.directions import sefa
 from idinvert.editing import Boundary, save_boundary
 from idinvert.evaluation import (EvaluationConfig, MemoryCache, RealReference, average_precision, binarize,
                                  boundary_projection, edit_quality, evaluate, labels_from_rows, midpoints,
@@ -165,9 +166,12 @@ def eval_pack(tiny_pack_dir, tmp_path_factory):
         save_boundary(root / f"{name}.npy", rows, layers=layers, meta={"predictor_output": output})
         files[f"boundaries/{name}.npy"] = root / f"{name}.npy"
         names[name] = f"boundaries/{name}.npy"
+    direction = sefa(pack.generator, layers="2,3", num=1)
+    save_boundary(root / "sefa_01.npy", direction.vectors[0], layers=direction.layers, meta={"method": "sefa"})
+    files["directions/sefa_01.npy"] = root / "sefa_01.npy"
     update_pack(folder, files=files, config_updates={
         "conventional_encoder": to_dict(conventional.config), "predictor": predictor_entry(predictor),
-        "boundaries": names})
+        "boundaries": names, "directions": {"sefa_01": {"file": "directions/sefa_01.npy", "layers": [2, 3]}}})
     return folder
 
 
@@ -187,7 +191,8 @@ def prepared(tmp_path_factory):
 
 
 FAST = ["--count", "4", "--steps", "3", "--steps-mse", "3,6", "--pairs", "3", "--lambda-dom-ablation", "0,2,40",
-        "--edit-range=-2,2,3", "--edit-distance", "2", "--examples", "3", "--threads", "1", "--quiet"]
+        "--edit-range=-2,2,3", "--edit-distance", "2", "--lec-count", "2", "--examples", "3", "--threads", "1",
+        "--quiet"]
 
 
 def test_evaluate_end_to_end_and_resume(eval_pack, prepared, tmp_path, monkeypatch):
@@ -215,23 +220,31 @@ def test_evaluate_end_to_end_and_resume(eval_pack, prepared, tmp_path, monkeypat
     assert ablation[1]["interpolation"] == interp["methods"]["in-domain"]  # λ_dom = 2 reuses Table 1's codes
     edits = results["edit_quality"]
     assert edits["distances"] == [-2.0, 0.0, 2.0] and set(edits["attributes"]) == {"smile", "gender", "age"}
-    smile = edits["attributes"]["smile"]
+    assert list(edits["methods"]) == ["mse-6", "in-domain"] and edits["lec"] == {"distance": 2.0, "count": 2}
+    assert set(edits["attributes"]["smile"]) == {"mse-6", "in-domain"}  # the two sets of codes side by side
+    smile = edits["attributes"]["smile"]["in-domain"]
     assert smile["output"] == "Smiling" and smile["layers"] == [0, 1, 2] and len(smile["target_mean"]) == 3
     assert smile["lpips"][1] == pytest.approx(0.0, abs=1e-6)  # d = 0 is the unedited reconstruction
     assert 0 <= smile["monotone_fraction"] <= 1 and set(smile["others"]) == {"age", "Male"}
+    assert set(smile["slopes"]) == {"age", "Male", "Smiling"} and smile["target_slope"] == smile["slopes"]["Smiling"]
+    assert smile["lec"] > 0 and smile["lec_count"] == 2 and smile["lec_relative"] == pytest.approx(
+        smile["lec"] / (2.0 * np.sqrt(3)), rel=1e-4)  # three unit rows moved by d = 2
+    direction = edits["directions"]["sefa_01"]["mse-6"]
+    assert direction["output"] is None and direction["layers"] == [2, 3] and direction["target_mean"] is None
+    assert set(direction["others"]) == set(direction["slopes"]) == {"age", "Male", "Smiling"} and direction["lec"] > 0
     pr = results["attribute_pr"]["attributes"]
     assert pr["smile"]["label_source"] == "ground truth" and pr["smile"]["positives"] == 2
     assert pr["gender"]["label_source"] == "ground truth" and pr["gender"]["positives"] == 2  # Male = 1 − gender
     assert pr["age"]["label_source"] == "predictor" and pr["age"]["threshold"] is not None
     assert set(pr["smile"]["methods"]) == set(rows) and 0 < pr["smile"]["methods"]["in-domain"]["average_precision"] <= 1
     md = (out / "results.md").read_text()
-    for heading in ("Table 1", "Table 2", "λ_dom ablation", "Edit quality", "Fig. 3"):
+    for heading in ("Table 1", "Table 2", "λ_dom ablation", "Edit quality", "Directions found without labels", "Fig. 3"):
         assert heading in md
     assert "In-domain inversion (3 steps)" in md and "--steps-mse 3,6" in results["command"]
     for name in ("plots/table1_mse.png", "plots/table1_swd.png", "plots/table2_interpolation_swd.png",
                  "plots/table2_manipulation_swd.png", "plots/ablation.png", "plots/edit_smile.png",
                  "plots/pr_smile.png", "grids/reconstructions.png", "grids/interpolation.png",
-                 "grids/edits_age.png"):
+                 "grids/edits_age.png", "grids/edits_sefa_01.png"):
         assert Image.open(out / name).size[0] > 100, name
     assert not (out / "plots/table1_fid.png").exists()
     assert len(list((out / "cache").glob("invert-*.safetensors"))) == 7  # 5 Table 1 rows + λ_dom 0 and 40
@@ -299,7 +312,8 @@ def test_library_evaluate_without_attributes(tiny_pack):
     r = result.results
     assert [row["key"] for row in r["table1"]["rows"]] == ["encoder", "mse-2", "in-domain"]  # the paper's order
     assert r["table2"]["manipulation"]["skipped"] == "the pack has no boundaries"
-    assert r["edit_quality"]["skipped"] == r["attribute_pr"]["skipped"] == "the pack has no boundaries"
+    assert r["edit_quality"]["skipped"] == "the pack has no boundaries or directions"
+    assert r["attribute_pr"]["skipped"] == "the pack has no boundaries"
     assert any("conventional encoder" in note for note in r["notes"])
     assert result.codes["in-domain"].shape == (3, *tiny_pack.code_shape)
     again = evaluate(tiny_pack, images, config, cache=cache).results  # a memory cache resumes too

@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the pack's boundaries to use (default: all)")
     p.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, metavar="PART",
                    help="leave out metrics (fid swd lpips id) or parts (interpolation manipulation ablation "
-                        "edits pr)")
+                        "edits directions lec pr)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images inverted together (default: 1 on CPU, 8 on GPU)")
     p.add_argument("--metric-batch", type=int, default=d.metric_batch,

@@ -8,8 +8,9 @@ dicts; ``idinvert evaluate`` is the command line around it (paths, cache folder,
 - ``codes``: random pairs, interpolation midpoints, manipulation, projection on a boundary;
 - ``distances``: FID/SWD of generated sets against one real set (``RealReference``);
 - ``reconstruction``: per-image MSE, PSNR, SSIM, LPIPS, identity;
-- ``editquality``: attribute change along a boundary, monotonicity (Spearman, monotone fraction),
-  identity/LPIPS drift and the other attributes' movement;
+- ``editquality``: attribute change along a boundary or direction (per unit distance too),
+  monotonicity (Spearman, monotone fraction), identity/LPIPS drift, the other attributes' movement
+  and LEC (latent editing consistency);
 - ``ranking``: precision–recall curves and average precision (as scikit-learn computes them);
 - ``labels``: ground-truth labels from label rows, or the predictor's;
 - ``outputs`` and ``plots``: the Markdown tables and the Pillow-drawn charts and grids.
@@ -27,15 +28,16 @@ Example (tiny numbers; see ``docs/results.md`` for the full run)::
 from .cache import Cache, MemoryCache
 from .codes import boundary_projection, manipulation_codes, midpoints, random_pairs
 from .distances import RealReference, SetDistance
-from .editquality import EditQuality, edit_quality, monotone_fraction, spearman
+from .editquality import EditQuality, edit_quality, latent_editing_consistency, monotone_fraction, slopes, spearman
 from .labels import binarize, labels_from_rows, predictor_labels
 from .ranking import PRCurve, average_precision, precision_recall_curve
 from .suite import (Evaluation, EvaluationConfig, EvaluationResult, MethodSpec, evaluate, json_ready,
-                    load_pack_boundaries)
+                    load_pack_boundaries, load_pack_directions)
 
 __all__ = [
     "Cache", "EditQuality", "Evaluation", "EvaluationConfig", "EvaluationResult", "MemoryCache", "MethodSpec",
     "PRCurve", "RealReference", "SetDistance", "average_precision", "binarize", "boundary_projection",
-    "edit_quality", "evaluate", "json_ready", "labels_from_rows", "load_pack_boundaries", "manipulation_codes",
-    "midpoints", "monotone_fraction", "precision_recall_curve", "predictor_labels", "random_pairs", "spearman",
+    "edit_quality", "evaluate", "json_ready", "labels_from_rows", "latent_editing_consistency", "load_pack_boundaries",
+    "load_pack_directions", "manipulation_codes", "midpoints", "monotone_fraction", "precision_recall_curve",
+    "predictor_labels", "random_pairs", "slopes", "spearman",
 ]

@@ -141,29 +141,94 @@ def _ablation_md(results: dict) -> list[str]:
         f"in the encoder's domain: reconstructions get worse, interpolations better.", ""]
 
 
+def _ends(seq: list[float] | None) -> float | None:
+    """The mean of a sweep's two extreme distances (None when not measured)."""
+    return None if seq is None else (seq[0] + seq[-1]) / 2
+
+
+def _lec_cell(q: dict) -> str:
+    return "–" if q.get("lec") is None else f"{_num(q['lec'], 3)} ({_num(q['lec_relative'], 2)})"
+
+
 def _edits_md(results: dict) -> list[str]:
     eq = results["edit_quality"]
-    lines = ["## Edit quality (in-domain codes)", ""]
+    lines = ["## Edit quality", ""]
     if _skipped(eq):
         return lines + [f"Not run: {_skipped(eq)}.", ""]
-    ds = eq["distances"]
+    ds, labels, lec = eq["distances"], eq["methods"], eq["lec"]
     far = f"±{_num(max(abs(ds[0]), abs(ds[-1])))}"
-    headers = ["Boundary → output", "Layers", f"Δ score ({_num(ds[0])} → {_num(ds[-1])})", "Spearman ρ",
-               "Monotone", f"Δ target {far}", f"ID to G(z) at {far}", f"LPIPS to G(z) at {far}", "Others moved most"]
-    body = []
-    for name, q in eq["attributes"].items():
-        ends = lambda seq: None if seq is None else (seq[0] + seq[-1]) / 2  # noqa: E731 — mean of the two extremes
-        movers = sorted(q["others"].items(), key=lambda kv: -kv[1])[:OTHER_MOVERS]
-        body.append([f"{name} → {q['output']}", ",".join(map(str, q["layers"])), _num(q["target_change"]),
-                     _num(q["spearman"], 3), f"{100 * q['monotone_fraction']:.0f} %", _num(q["target_shift"], 3),
-                     _num(ends(q.get("identity")), 3), _num(ends(q.get("lpips")), 3),
-                     ", ".join(f"{k} {_num(v, 2)}" for k, v in movers)])
-    return lines + _table(headers, body) + [
-        "Δ score: mean change of the target's logit (years for age) from the most negative to the most positive "
-        "distance, in the boundary's direction. Spearman ρ: rank correlation of distance and score per image, "
-        "averaged. Monotone: images whose score never moves against the direction. Δ target and other "
-        "attributes: mean |change| of the predicted probability (years for age) between G(z) and the two extreme "
-        "edits.", ""]
+    lec_title = "LEC (relative)" if not _skipped(lec) else "LEC"
+    lec_line = f"LEC at d = {_num(lec['distance'])} on {lec['count']} images." if not _skipped(lec) else "LEC not run."
+    lines += [f"Codes: {'; '.join(labels.values())}. Each boundary and direction is measured on each set of codes "
+              f"(one row each); {lec_line}", ""]
+    lines += _edits_summary_md(eq, far)
+    if eq["attributes"]:
+        headers = ["Boundary → output", "Codes", "Layers", "Δ per unit d",
+                   f"Δ score ({_num(ds[0])} → {_num(ds[-1])})", "Spearman ρ", "Monotone", "Others moved most",
+                   f"ID to G(z) at {far}", f"LPIPS to G(z) at {far}", lec_title]
+        body = []
+        for name, per_method in eq["attributes"].items():
+            for key, q in per_method.items():
+                movers = sorted(q["others"].items(), key=lambda kv: -kv[1])[:OTHER_MOVERS]
+                monotone = q["monotone_fraction"]
+                body.append([f"{name} → {q['output'] or '–'}", key, ",".join(map(str, q["layers"])),
+                             _num(q["target_slope"], 3), _num(q["target_change"]), _num(q["spearman"], 3),
+                             "–" if monotone is None or not math.isfinite(monotone) else f"{100 * monotone:.0f} %",
+                             ", ".join(f"{k} {_num(v, 2)}" for k, v in movers) or "–",
+                             _num(_ends(q.get("identity")), 3), _num(_ends(q.get("lpips")), 3), _lec_cell(q)])
+        lines += ["### Boundaries", ""] + _table(headers, body)
+    if eq["directions"]:
+        headers = ["Direction", "Codes", "Layers", "Moves most (per unit d)", "Others moved most",
+                   f"ID to G(z) at {far}", f"LPIPS to G(z) at {far}", lec_title]
+        body = []
+        for name, per_method in eq["directions"].items():
+            for key, q in per_method.items():
+                binary = sorted(((k, v) for k, v in q["slopes"].items() if k != "age"), key=lambda kv: -abs(kv[1]))
+                moves = [f"{k} {v:+.3g}" for k, v in binary[:1]]
+                moves += [f"age {q['slopes']['age']:+.3g} y"] if "age" in q["slopes"] else []
+                movers = sorted(q["others"].items(), key=lambda kv: -kv[1])[:OTHER_MOVERS]
+                body.append([name, key, ",".join(map(str, q["layers"])),
+                             ", ".join(moves) or "–",
+                             ", ".join(f"{k} {_num(v, 2)}" for k, v in movers) or "–",
+                             _num(_ends(q.get("identity")), 3), _num(_ends(q.get("lpips")), 3), _lec_cell(q)])
+        lines += ["### Directions found without labels", ""] + _table(headers, body)
+    return lines + [
+        "Δ per unit d: change of the target's predicted probability (years for age) per unit of edit distance, "
+        "the least-squares slope over the sweep, in the boundary's direction; for a direction, the binary output "
+        "with the largest slope, and age. Δ score: mean change of the target's logit (years for age) from the most "
+        "negative to the most positive distance. Spearman ρ: rank correlation of distance and score per image, "
+        "averaged. Monotone: images whose score never moves against the direction. Others: mean |change| of the "
+        "other predicted probabilities (years for age) between G(z) and the two extreme edits. "
+        "LEC: ‖inv(G(z + d·b)) − d·b − z‖, the code returned by re-inverting the edited image with the same "
+        "method and edited back, against the original; in brackets divided by ‖d·b‖ (0: the edit is consistent "
+        "with the inversion).", ""]
+
+
+def _mean_binary(values: dict[str, float]) -> float | None:
+    """The mean over the binary outputs (probabilities; age, in years, left out)."""
+    binary = [v for k, v in values.items() if k != "age" and v is not None]
+    return sum(binary) / len(binary) if binary else None
+
+
+def _edits_summary_md(eq: dict, far: str) -> list[str]:
+    """One row per set of codes: each measure averaged over every boundary and direction."""
+    keys = list(eq["methods"])
+    rows = [q for kind in ("attributes", "directions") for per in eq[kind].values() for q in per.items()]
+
+    def mean(key: str, get) -> float | None:
+        values = [v for k, q in rows if k == key for v in [get(q)] if v is not None and math.isfinite(v)]
+        return sum(values) / len(values) if values else None
+
+    body = [[eq["methods"][key], _num(mean(key, lambda q: q["target_slope"]), 3),
+             _num(mean(key, lambda q: _mean_binary(q["others"])), 3),
+             _num(mean(key, lambda q: _ends(q.get("identity"))), 3),
+             _num(mean(key, lambda q: _ends(q.get("lpips"))), 3),
+             _num(mean(key, lambda q: q.get("lec")), 3), _num(mean(key, lambda q: q.get("lec_relative")), 3)]
+            for key in keys]
+    headers = ["Codes", "Δ target per unit d ↑", "Others moved (probability) ↓", f"ID to G(z) at {far} ↑",
+               f"LPIPS to G(z) at {far}", "LEC ↓", "LEC relative ↓"]
+    return ["Averaged over every boundary (Δ target) or every boundary and direction (the rest):", ""] + \
+        _table(headers, body)
 
 
 def _pr_md(results: dict) -> list[str]:
@@ -249,20 +314,27 @@ def _ablation_chart(results: dict) -> Image.Image | None:
 
 
 def _edit_charts(results: dict) -> dict[str, Image.Image]:
+    """Per boundary: the target score along the sweep and the similarity to G(z), one series per set of codes."""
     eq = results["edit_quality"]
     if _skipped(eq):
         return {}
     charts = {}
     ds = eq["distances"]
-    for name, q in eq["attributes"].items():
-        unit = "years" if q["output"] == "age" else "logit"
-        panels = [line_chart({q["output"]: (ds, q["target_mean"])}, title=f"{name}: predicted {q['output']}",
-                             xlabel="edit distance d", ylabel=unit)]
-        similarity = {k: (ds, q[k]) for k in ("identity", "lpips") if q.get(k) is not None}
-        if similarity:
-            panels.append(line_chart(similarity, title=f"{name}: similarity to G(z)", xlabel="edit distance d",
-                                     legend="lower right"))
-        charts[f"plots/edit_{name}.png"] = side_by_side(panels)
+    for name, per_method in eq["attributes"].items():
+        panels = []
+        scored = {key: q for key, q in per_method.items() if q.get("target_mean") is not None}
+        if scored:
+            output = next(iter(scored.values()))["output"]
+            panels.append(line_chart({key: (ds, q["target_mean"]) for key, q in scored.items()},
+                                     title=f"{name}: predicted {output}", xlabel="edit distance d",
+                                     ylabel="years" if output == "age" else "logit"))
+        for measure in ("identity", "lpips"):
+            series = {key: (ds, q[measure]) for key, q in per_method.items() if q.get(measure) is not None}
+            if series:
+                panels.append(line_chart(series, title=f"{name}: {measure} to G(z)", xlabel="edit distance d",
+                                         legend="lower right" if measure == "identity" else "upper right"))
+        if panels:
+            charts[f"plots/edit_{name}.png"] = side_by_side(panels)
     return charts
 
 
@@ -300,8 +372,9 @@ def _grids(result: EvaluationResult, pack, images: torch.Tensor) -> dict[str, Im
     eq = result.results["edit_quality"]
     if not _skipped(eq) and "in-domain" in result.codes:
         ds = eq["distances"]
-        for name in eq["attributes"]:
-            b = result.boundaries[name]
+        edits = {**{n: result.boundaries[n] for n in eq["attributes"]},
+                 **{n: result.directions[n] for n in eq["directions"]}}
+        for name, b in edits.items():
             edited = render(manipulation_codes(result.codes["in-domain"][:k], b, ds))  # [k, K, 3, R, R]
             grids[f"grids/edits_{name}.png"] = labelled_grid(
                 [(f"image {i + 1}", list(edited[i])) for i in range(k)],

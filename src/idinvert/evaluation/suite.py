@@ -11,7 +11,10 @@
    MSE-based baseline with the most steps vs in-domain inversion.
 3. **λ_dom ablation (Fig. 9)** — in-domain inversion with each λ_dom: reconstruction MSE/LPIPS
    vs interpolation FID/SWD.
-4. **Edit quality** — ``editquality.edit_quality`` for each boundary on the in-domain codes.
+4. **Edit quality** — ``editquality.edit_quality`` for each boundary and each direction of the pack
+   (``idinvert directions``), on the in-domain codes and the codes of the MSE baseline with the most
+   steps side by side, with LEC (edit, re-invert with the same method, edit back) on the first
+   ``lec_count`` images.
 5. **Fig. 3** — precision–recall of attributes read off the codes (``codes.boundary_projection``)
    against ground-truth labels, or the predictor's labels of the real photos.
 
@@ -31,6 +34,7 @@ import torch
 
 from ..attributes import boundary_sign, pack_boundaries
 from ..attributes.predictor import EDIT_NAMES, AttributePredictor
+from ..directions import pack_directions as load_pack_directions
 from ..editing import Boundary, load_boundary, synthesize
 from ..errors import ConfigError, IdinvertError
 from ..inversion import InversionConfig, invert
@@ -39,14 +43,14 @@ from ..metrics.identity import require_dlib
 from .cache import Cache, MemoryCache, ProgressFactory, digest, module_digest, no_progress, tensor_digest
 from .codes import boundary_layers, boundary_projection, manipulation_codes, midpoints, random_pairs
 from .distances import FeatureExtractor, RealReference, SetComparison
-from .editquality import attribute_scores, edit_quality
+from .editquality import attribute_scores, edit_quality, latent_editing_consistency
 from .labels import binarize, labels_from_rows, predictor_labels
 from .ranking import precision_recall_curve
 from .reconstruction import PairScores, available_pair_metrics, pair_metrics
 
 METHOD_KINDS = ("conventional", "encoder", "mse", "in-domain")
 METRIC_SKIPS = ("fid", "swd", "lpips", "id")  # metrics that --skip can leave out
-PART_SKIPS = ("interpolation", "manipulation", "ablation", "edits", "pr")  # parts that --skip can leave out
+PART_SKIPS = ("interpolation", "manipulation", "ablation", "edits", "directions", "lec", "pr")  # --skip parts
 SKIPPABLE = METRIC_SKIPS + PART_SKIPS
 RESULTS_FORMAT = "idinvert-evaluation"
 DISTANCES_VERSION = 2  # in the fingerprints of cached FID/SWD parts; 2 added KID (older entries are recomputed)
@@ -65,6 +69,7 @@ class EvaluationConfig:
     pairs: int = 100  # random pairs of the interpolation column
     edit_distance: float = 3.0  # d of the manipulation column (edits at −d and +d)
     edit_distances: tuple[float, ...] = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)  # the edit-quality sweep
+    lec_count: int = 8  # images of LEC (each boundary and direction re-inverts them once per method)
     boundaries: tuple[str, ...] | None = None  # boundary names to use; None = every one in the pack
     skip: frozenset[str] = frozenset()  # metrics and parts left out (SKIPPABLE)
     batch_size: int = 1  # images inverted together (random initial codes are drawn per batch)
@@ -81,10 +86,12 @@ class EvaluationConfig:
             raise ConfigError(f"cannot skip {', '.join(unknown)}; choose from {', '.join(SKIPPABLE)}")
         if self.steps < 0 or any(t < 0 for t in self.steps_mse) or ("mse" in self.methods and not self.steps_mse):
             raise ConfigError("step counts must be ≥ 0, with at least one for the MSE baseline")
-        if self.pairs < 1 or self.batch_size < 1 or self.metric_batch < 1 or self.examples < 0:
-            raise ConfigError("pairs, batch sizes must be ≥ 1 and examples ≥ 0")
+        if self.pairs < 1 or self.batch_size < 1 or self.metric_batch < 1 or self.examples < 0 or self.lec_count < 1:
+            raise ConfigError("pairs, batch sizes and the LEC count must be ≥ 1 and examples ≥ 0")
         if len(self.edit_distances) < 2 or len(set(self.edit_distances)) != len(self.edit_distances):
             raise ConfigError("the edit-quality sweep needs at least two different distances")
+        if not (math.isfinite(self.edit_distance) and self.edit_distance > 0):
+            raise ConfigError("the edit distance d (edits at ±d, LEC at +d) must be a positive number")
         if any(v < 0 for v in self.lambda_dom_ablation) or self.lambda_dom < 0:
             raise ConfigError("λ_dom values must be ≥ 0")
 
@@ -158,6 +165,7 @@ class EvaluationResult:
     methods: list[MethodSpec]
     pairs: torch.Tensor | None  # [P, 2] interpolation pairs
     boundaries: dict[str, Boundary] = field(default_factory=dict)
+    directions: dict[str, Boundary] = field(default_factory=dict)
 
 
 class Evaluation:
@@ -165,12 +173,14 @@ class Evaluation:
 
     images ``[N, 3, R, R]`` in [-1, 1] at the pack's resolution; ``label_rows`` one dict per image
     (ground-truth labels, optional); ``predictor``/``boundaries`` enable the attribute parts;
+    ``directions`` (label-free, ``load_pack_directions``) join the edit-quality part;
     ``feature_extractor`` replaces the Inception of FID (tests).
     """
 
     def __init__(self, pack, images: torch.Tensor, config: EvaluationConfig = EvaluationConfig(), *,
                  label_rows: list[dict] | None = None, predictor: AttributePredictor | None = None,
-                 boundaries: dict[str, Boundary] | None = None, cache: Cache | None = None,
+                 boundaries: dict[str, Boundary] | None = None,
+                 directions: dict[str, Boundary] | None = None, cache: Cache | None = None,
                  progress: ProgressFactory | None = None, feature_extractor: FeatureExtractor | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         res = pack.resolution
@@ -184,6 +194,7 @@ class Evaluation:
         self.n = images.shape[0]
         self.label_rows, self.predictor = label_rows, predictor
         self.boundaries = dict(boundaries or {})
+        self.directions = dict(directions or {})
         self.cache = cache or MemoryCache()
         self.progress = progress or no_progress
         self.feature_extractor = feature_extractor
@@ -314,11 +325,11 @@ class Evaluation:
         results["table2"] = {"interpolation": self.interpolation(methods, pairs),
                              "manipulation": self.manipulation(methods)}
         results["ablation"] = self.ablation(pairs)
-        results["edit_quality"] = self.edit_quality()
+        results["edit_quality"] = self.edit_quality(methods)
         results["attribute_pr"] = self.attribute_pr(methods)
         results["notes"] = list(self.notes)
         return EvaluationResult(results=results, codes=dict(self.codes), methods=methods, pairs=pairs,
-                                boundaries=dict(self.boundaries))
+                                boundaries=dict(self.boundaries), directions=dict(self.directions))
 
     def _pair_names(self, identity: bool) -> tuple[str, ...]:
         return available_pair_metrics(self.pack.resolution, lpips=self.config.uses("lpips"), identity=identity)
@@ -455,35 +466,68 @@ class Evaluation:
             return {"skipped": "the pack has no attribute predictor"}
         return None
 
-    def edit_quality(self) -> dict[str, Any]:
-        skipped = self._attribute_note("edits", need_predictor=True)
-        if skipped:
-            return skipped
-        if "in-domain" not in self.codes:
-            self.notes.append("edit quality skipped: it measures the in-domain codes, which --methods left out")
-            return {"skipped": "no in-domain codes"}
+    def edit_quality(self, methods: list[MethodSpec]) -> dict[str, Any]:
+        """Edit quality of every boundary and direction, for the in-domain and the MSE codes side by side."""
         c = self.config
-        codes = self.codes["in-domain"]
-        out: dict[str, Any] = {"distances": sorted(c.edit_distances), "attributes": {}}
-        for name, boundary in self.boundaries.items():
-            output = boundary_output(name, boundary)
-            if output not in self.predictor.names:
-                self.notes.append(f"edit quality of {name!r} skipped: the predictor has no output {output!r}")
-                continue
-            fp = digest("edits", tensor_digest(codes), self.attr_digest, name, sorted(c.edit_distances),
-                        self.identity, sorted(c.skip))
-
-            def compute(name=name, boundary=boundary, output=output) -> dict[str, Any]:
-                with self.progress(f"edit quality: {name}", self.n) as bar:
-                    q = edit_quality(self.pack.generator, self.predictor, codes, boundary, attribute=name,
-                                     output=output, direction=boundary_sign(name), distances=c.edit_distances,
-                                     layers=boundary_layers(boundary, self.pack.code_shape[0]),
-                                     lpips=c.uses("lpips") and self.pack.resolution >= 32, identity=self.identity,
-                                     batch_size=c.metric_batch, progress=bar.update)
-                return q.to_dict()
-
-            out["attributes"][name] = self._cached(f"edits-{name}", fp, compute)
+        if not c.uses("edits"):
+            return {"skipped": "--skip edits"}
+        edits = {"attributes": self.boundaries, "directions": self.directions if c.uses("directions") else {}}
+        if not any(edits.values()):
+            self.notes.append("edit quality skipped: the pack has no boundaries or directions")
+            return {"skipped": "the pack has no boundaries or directions"}
+        specs = self._table2_methods(methods)
+        if not specs:
+            self.notes.append("edit quality skipped: it compares the in-domain and MSE codes, which --methods left out")
+            return {"skipped": "no in-domain or MSE codes"}
+        if self.predictor is None:
+            self.notes.append("edit quality: attribute changes left out (the pack has no attribute predictor)")
+        lec = c.uses("lec")
+        out: dict[str, Any] = {"distances": sorted(c.edit_distances), "methods": {s.key: s.label for s in specs},
+                               "lec": ({"distance": c.edit_distance, "count": min(c.lec_count, self.n)} if lec
+                                       else {"skipped": "--skip lec"}),
+                               "attributes": {}, "directions": {}}
+        for kind, named in edits.items():
+            for name, boundary in named.items():
+                output = boundary_output(name, boundary) if kind == "attributes" else None
+                if self.predictor is not None and output is not None and output not in self.predictor.names:
+                    self.notes.append(f"edit quality of {name!r}: the predictor has no output {output!r}")
+                    output = None
+                out[kind][name] = {spec.key: self._edit_quality(spec, kind, name, boundary, output) for spec in specs}
         return out
+
+    def _edit_quality(self, spec: MethodSpec, kind: str, name: str, boundary: Boundary,
+                      output: str | None) -> dict[str, Any]:
+        """One boundary or direction on one method's codes (cached)."""
+        c = self.config
+        codes = self.codes[spec.key]
+        lec_count = min(c.lec_count, self.n) if c.uses("lec") else 0
+        fp = digest("edits", 2, tensor_digest(codes), self.attr_digest, kind, name, tensor_digest(boundary.direction),
+                    boundary.layers, output, sorted(c.edit_distances), self.identity, sorted(c.skip), lec_count,
+                    c.edit_distance, asdict(spec.config), c.batch_size, c.seed)
+
+        def compute() -> dict[str, Any]:
+            with self.progress(f"edit quality: {name} ({spec.key})", self.n) as bar:
+                q = edit_quality(self.pack.generator, self.predictor, codes, boundary, attribute=name,
+                                 output=output, direction=boundary_sign(name) if output else 1.0,
+                                 distances=c.edit_distances,
+                                 layers=boundary_layers(boundary, self.pack.code_shape[0]),
+                                 lpips=c.uses("lpips") and self.pack.resolution >= 32, identity=self.identity,
+                                 batch_size=c.metric_batch, progress=bar.update)
+            if lec_count:
+                with self.progress(f"LEC: {name} ({spec.key})", lec_count) as bar:
+                    def reinvert(images: torch.Tensor) -> torch.Tensor:
+                        result = invert(images, self.pack, spec.config, batch_size=c.batch_size,
+                                        rng=torch.Generator().manual_seed(c.seed))
+                        bar.update(images.shape[0])
+                        return result.codes.float().cpu()
+
+                    values, size = latent_editing_consistency(self.pack.generator, codes[:lec_count], boundary,
+                                                              c.edit_distance, reinvert, batch_size=c.metric_batch)
+                q.lec, q.lec_relative = float(values.mean()), float(values.mean()) / max(size, 1e-12)
+                q.lec_distance, q.lec_count = c.edit_distance, lec_count
+            return q.to_dict()
+
+        return self._cached(f"edits-{kind}-{name}-{spec.key}", fp, compute)
 
     def _real_predictions(self) -> torch.Tensor:
         fp = digest("predictions", self.data_digest, self.attr_digest)
@@ -547,4 +591,4 @@ def evaluate(pack, images: torch.Tensor, config: EvaluationConfig = EvaluationCo
 
 
 __all__ = ["EvaluationConfig", "Evaluation", "EvaluationResult", "MethodSpec", "evaluate", "json_ready",
-           "load_pack_boundaries", "Cache", "MemoryCache"]
+           "load_pack_boundaries", "load_pack_directions", "Cache", "MemoryCache"]

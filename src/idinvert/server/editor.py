@@ -150,7 +150,7 @@ class Editor:
 
     @staticmethod
     def _load_directions(pack: ModelPack) -> dict[str, Boundary]:
-        """The pack's label-free directions (``idinvert directions --add-to-pack``) as "direction 1" … "direction K"."""
+        """The pack's label-free directions (``idinvert directions --add-to-pack``): "direction 1" … "direction K"."""
         from ..directions import pack_directions
 
         return {f"direction {k + 1}": b for k, b in enumerate(pack_directions(pack).values())}

@@ -269,6 +269,7 @@
     for (const attribute of state.info.attributes) {
       const label = document.createElement("label");
       label.className = "slider";
+      if (attribute.title) label.title = attribute.title;  // e.g. the layers a direction moves
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = attribute.name;
