@@ -64,6 +64,8 @@ class Discriminator(nn.Module):
     growing; ``lod = 0`` (the default) is the plain full-resolution discriminator.
     """
 
+    kind = "stylegan"  # a pack's discriminator_kind
+
     def __init__(self, config: DiscriminatorConfig) -> None:
         super().__init__()
         self.config = config

@@ -102,7 +102,7 @@ class MappingNetwork(nn.Module):
         self.depth = config.mapping_layers
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z.to(torch.float32)
+        x = z.to(torch.promote_types(z.dtype, torch.float32))  # float32 as NVIDIA's; float64 stays
         x = x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()  # normalise the second moment
         for i in range(self.depth):
             x = getattr(self, f"fc{i}")(x)

@@ -75,6 +75,8 @@ class DiscriminatorEpilogue(nn.Module):
 class StyleGAN2Discriminator(nn.Module):
     """Images ``[N, 3, R, R]`` (in [-1, 1]) → realness logits ``[N, 1]``."""
 
+    kind = "stylegan2"  # a pack's discriminator_kind
+
     def __init__(self, config: StyleGAN2Config) -> None:
         super().__init__()
         if config.resolution < 8:
@@ -92,5 +94,5 @@ class StyleGAN2Discriminator(nn.Module):
             raise ValueError(f"expected images [N, 3, {res}, {res}], got {list(img.shape)}")
         x, f = None, self.resample_filter
         for r in self.resolutions:
-            x = getattr(self, f"b{r}")(x, img.to(torch.float32), f)
+            x = getattr(self, f"b{r}")(x, img.to(torch.promote_types(img.dtype, torch.float32)), f)
         return self.b4(x, f)
