@@ -230,6 +230,8 @@ def test_the_verb_on_a_single_latent_pack_and_its_refusals(dcgan_pack_dir, tmp_p
     assert main(["directions", "--method", "ganspace", "--num", "99", "--samples", "50", "--out",
                  str(tmp_path / "n"), *model]) == 2
     assert "--num 99" in capsys.readouterr().err
+    assert main(["directions", "--method", "sefa", "--out", str(dcgan_pack_dir), *model]) == 2  # not into the pack
+    assert "--out" in capsys.readouterr().err and not (dcgan_pack_dir / "direction_01.npy").exists()
     assert not (tmp_path / "l").exists() and not (tmp_path / "n").exists()
 
 

@@ -17,6 +17,7 @@ from ..fileio import StagedOutput, check_output_dir
 from ..images import save_image
 from ..pack import ModelPack, update_pack
 from ..report import Report, environment, write_outputs
+from ..safety import check_int, check_seed
 from .common import add_device, add_model, add_quiet, info, open_pack, parse_pair, progress
 from .invert import pack_identity
 
@@ -60,15 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    start, end = parse_pair(args.distances, "--distances")
-    if not (abs(start) <= MAX_DISTANCE and abs(end) <= MAX_DISTANCE):  # NaN fails too
-        raise ConfigError(f"--distances {args.distances}: use two numbers from {-MAX_DISTANCE:g} to {MAX_DISTANCE:g}")
-    for option, value, low, high in (("--steps", args.steps, 2, MAX_STEPS), ("--preview", args.preview, 1, MAX_PREVIEW),
-                                     ("--num", args.num, 1, MAX_NUM), ("--samples", args.samples, 2, MAX_SAMPLES),
-                                     ("--seed", args.seed, 0, 2**63 - 1)):
-        if not low <= value <= high:
-            raise ConfigError(f"{option} {value}: use a whole number from {low:,} to {high:,}")
-    check_output_dir(args.out)
+    start, end = parse_pair(args.distances, "--distances", limit=MAX_DISTANCE)
+    check_int(args.steps, "--steps", 2, MAX_STEPS, hint="preview distances")
+    check_int(args.preview, "--preview", 1, MAX_PREVIEW, hint="prior samples per preview")
+    check_int(args.num, "--num", 1, MAX_NUM, hint="directions to keep")
+    check_int(args.samples, "--samples", 2, MAX_SAMPLES, hint="prior samples of the PCA")
+    check_seed(args.seed)
+    check_output_dir(args.out, inputs=[args.model])
     pack = open_pack(args)
     if args.layers is not None:
         pack.generator.require_layerwise("--layers")
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         images = synthesize(pack.generator, edited, callback=bar.update).cpu()  # [K, M, D, 3, R, R]
     if not torch.isfinite(images).all():
         raise NonFiniteError(f"the model pack {pack.path} synthesises NaN/inf images; check or rebuild the pack")
-    with StagedOutput(args.out) as stage:
+    with StagedOutput(args.out, inputs=[args.model]) as stage:
         entries = write_directions(stage.path, found, images, distances, pack)
         manifest = {
             "verb": "directions", "method": args.method, "model": pack_identity(pack),
