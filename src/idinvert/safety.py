@@ -162,7 +162,7 @@ def check_names(names: object, source: str, count: int | None = None) -> list[st
     if count is not None and len(names) != count:
         raise ConfigError(f"{source}: {len(names)} names for {count} codes; run `idinvert invert` again")
     for n in names:
-        if safe_name(n, fallback="") != n:
+        if not n or safe_name(n, fallback="") != n:
             raise ConfigError(f"{source}: the name {n[:60]!r} is not a plain file name; run `idinvert invert` "
                               f"again")
     if len({n.lower() for n in names}) != len(names):
