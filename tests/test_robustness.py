@@ -127,6 +127,19 @@ def test_convert_overwrite_replaces_only_a_pack_and_never_its_own_input(tiny_pac
     assert inside.read_bytes() == b"whatever" and (pack / "generator.safetensors").is_file()
 
 
+def test_prepare_data_refuses_an_unrelated_folder_and_reuses_its_own(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "a.png")
+    mine = unrelated(tmp_path / "mine")
+    fails(capsys, "prepare-data", photos, "--out", mine, "--resolution", "16", "--quiet", expect="did not write")
+    assert untouched(mine)
+    fails(capsys, "prepare-data", photos, "--out", photos, "--resolution", "16", "--quiet", expect="also an input")
+    for _ in range(2):
+        assert main(["prepare-data", str(photos), "--out", str(tmp_path / "data"), "--resolution", "16",
+                     "--quiet"]) == 0
+
+
 def test_edit_into_its_own_input_folder_is_refused(tiny_pack_dir, inv, boundary, tmp_path, capsys):
     before = (inv / "codes.npy").read_bytes()
     fails(capsys, "edit", inv, "--boundary", boundary, "--model", tiny_pack_dir, "--out", inv, "--quiet",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
 from ..errors import ConfigError
+from ..networks import StyleGAN2Config
+from ..fileio import check_output_dir
 from ..pack import check_pack_target, load_pack
 from ..training.common import init_distributed
 from ..training.data import prepare_dataset
@@ -19,6 +21,7 @@ from ..training.distill import DistillConfig
 from ..training.drivers import export_run, run_distill, run_encoder, run_gan
 from ..training.encoder import EncoderTrainConfig
 from ..training.gan import GANTrainConfig
+from ..training.gan2 import GAN2TrainConfig, run_gan2
 from ..training.runner import RunOptions
 from .common import add_device, add_quiet, info, progress
 
@@ -45,9 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_quiet(p)
     p.set_defaults(run=run_prepare)
 
-    p = sub.add_parser("train-gan", help="train a StyleGAN with the per-layer W+ mapping")
+    p = sub.add_parser("train-gan", help="train a StyleGAN with the per-layer W+ mapping, or a StyleGAN2")
     p.add_argument("--data", required=True, type=Path, help="a folder made by prepare-data")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small64")
+    p.add_argument("--arch", choices=("stylegan", "stylegan2"), default="stylegan",
+                   help="stylegan: IDInvert's StyleGAN with progressive growing (default); stylegan2: config F "
+                        "(lazy R1, path-length regularisation, no growing; --batch-low and --lod-* do not apply)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="small64",
+                   help="network size; with --arch stylegan2, official256 is config F at 256 px")
     p.add_argument("--resolution", type=int, help="override the preset's resolution")
     p.add_argument("--w-dim", type=int)
     p.add_argument("--fmaps-base", type=int)
@@ -59,7 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-low", type=int, default=64, help="minibatch at resolutions ≤ 16 (default 64)")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--gamma", type=float, default=d.r1_gamma, help="R1 γ (default 10)")
-    p.add_argument("--r1-interval", type=int, default=4, help="lazy R1 every N steps (1 = every step)")
+    p.add_argument("--r1-interval", type=int, default=None,
+                   help="lazy R1 every N steps (1 = every step; default 4, stylegan2 16)")
+    p.add_argument("--pl-weight", type=float, default=GAN2TrainConfig().pl_weight,
+                   help="stylegan2: path-length regularisation weight, every 4 steps (0 = off; default 2)")
     p.add_argument("--lod-initial", type=int, default=8, help="progressive growing starts here (default 8)")
     p.add_argument("--lod-kimg", type=float, default=150.0, help="kimg per resolution and per fade-in")
     p.add_argument("--no-mirror", action="store_true")
@@ -120,6 +130,7 @@ def register_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lambda-mix", type=float, default=d.lambda_mix)
     p.add_argument("--mixing-prob", type=float, default=d.mixing_prob)
     p.add_argument("--lambda-adv", type=float, default=d.lambda_adv)
+    p.add_argument("--ema-kimg", type=float, default=d.ema_kimg, help="half-life of the student's EMA, kimg")
     _add_run_options(p)
     p.set_defaults(run=run_distill_verb)
 
@@ -154,6 +165,9 @@ def _report(args: argparse.Namespace, outcome, what: str) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    prepared = (args.out / "index.json").is_file() and (args.out / "images.npy").is_file()
+    if not prepared:  # a finished cache is reused; otherwise the output-folder rules apply
+        check_output_dir(args.out, inputs=[args.source, args.labels])
     framing = None
     if args.align:
         from ..align import check_alignment_available, ffhq_framing, framing_from_config, utkface_framing
@@ -178,6 +192,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_train_gan(args: argparse.Namespace) -> int:
+    if args.arch == "stylegan2":
+        return run_train_gan2(args)
     g_kwargs = dict(PRESETS[args.preset])
     for key in ("resolution", "w_dim", "fmaps_base", "fmaps_max", "mapping_layers"):
         if getattr(args, key) is not None:
@@ -190,12 +206,36 @@ def run_train_gan(args: argparse.Namespace) -> int:
     low = tuple((r, args.batch_low) for r in (8, 16) if r < generator.resolution)
     config = GANTrainConfig(generator=generator, discriminator=discriminator, total_kimg=args.kimg,
                             batch_size=args.batch, minibatch_by_resolution=low, lr=args.lr, r1_gamma=args.gamma,
-                            r1_interval=args.r1_interval, lod_initial_resolution=min(args.lod_initial, generator.resolution),
+                            r1_interval=args.r1_interval or 4, lod_initial_resolution=min(args.lod_initial, generator.resolution),
                             lod_training_kimg=args.lod_kimg, lod_transition_kimg=args.lod_kimg,
                             mirror=not args.no_mirror, seed=args.seed if args.seed is not None else 0)
     world = init_distributed(args.device)
     outcome = run_gan(config, args.data, _options(args, args.kimg), world=world, name=args.name or "gan")
     return _report(args, outcome, "GAN training")
+
+
+def stylegan2_network(args: argparse.Namespace) -> StyleGAN2Config:
+    """The StyleGAN2 of ``--preset`` (official256: config F; small64: the v1 preset's widths), with overrides."""
+    preset = {"small64": PRESETS["small64"], "official256": dict(resolution=256, fmaps_base=32768, fmaps_max=512)}
+    kwargs = dict(preset[args.preset])
+    names = {"fmaps_base": "channel_base", "fmaps_max": "channel_max"}
+    for key in ("resolution", "w_dim", "fmaps_base", "fmaps_max", "mapping_layers"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    if args.w_dim is not None:
+        kwargs["z_dim"] = args.w_dim
+    kwargs.pop("mapping_fmaps", None)  # StyleGAN2's mapping is w_dim wide
+    return StyleGAN2Config(**{names.get(k, k): v for k, v in kwargs.items()})
+
+
+def run_train_gan2(args: argparse.Namespace) -> int:
+    config = GAN2TrainConfig(network=stylegan2_network(args), total_kimg=args.kimg, batch_size=args.batch,
+                             lr=args.lr, r1_gamma=args.gamma, r1_interval=args.r1_interval or 16,
+                             pl_weight=args.pl_weight, mirror=not args.no_mirror,
+                             seed=args.seed if args.seed is not None else 0)
+    world = init_distributed(args.device)
+    _, outcome = run_gan2(config, args.data, _options(args, args.kimg), world=world, name=args.name or "gan")
+    return _report(args, outcome, "StyleGAN2 training")
 
 
 def run_train_encoder(args: argparse.Namespace) -> int:
@@ -236,6 +276,7 @@ def run_distill_verb(args: argparse.Namespace) -> int:
     config = DistillConfig(student=student, total_kimg=args.kimg, adv_kimg=args.adv_kimg, batch_size=args.batch,
                            lr=args.lr, lambda_lpips=args.lambda_lpips, lambda_mix=args.lambda_mix,
                            mixing_prob=args.mixing_prob, lambda_adv=args.lambda_adv, discriminator=discriminator,
+                           ema_kimg=args.ema_kimg,
                            seed=args.seed if args.seed is not None else 0)
     del teacher
     outcome = run_distill(config, args.teacher, args.data, _options(args, args.kimg + args.adv_kimg), world=world,

@@ -32,6 +32,7 @@ from PIL import Image
 from ..errors import ConfigError, ImageError
 from ..fileio import atomic_path, write_json
 from ..images import IMAGE_EXTENSIONS, LIST_EXTENSIONS, MAX_PIXELS, resize_square, to_rgb
+from ..safety import mark_output_dir
 
 
 @dataclass
@@ -142,6 +143,7 @@ def prepare_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, *, re
     if not names:
         raise ImageError(f"{source}: no usable images found")
     out_dir.mkdir(parents=True, exist_ok=True)
+    mark_output_dir(out_dir)  # idinvert's folder: a later prepare-data may replace its files
     with atomic_path(out_dir / "images.npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.stack(arrays))
