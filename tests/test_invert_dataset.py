@@ -230,3 +230,27 @@ def test_a_no_images_folder_feeds_the_other_verbs(tiny_pack_dir, tmp_path):
         p.unlink()
     assert main(["interpolate", str(out), str(out), "--model", str(tiny_pack_dir), "--out",
                  str(tmp_path / "interp2"), "--quiet"]) == 2  # the photos are gone: one line, no traceback
+
+
+def test_train_boundary_fits_on_an_invert_folder(tiny_pack_dir, tmp_path, capsys):
+    import shutil
+
+    from idinvert.attributes import predictor_entry, save_predictor
+    from idinvert.attributes.predictor import AttributePredictor, PredictorConfig
+    from idinvert.pack import update_pack
+
+    pack = tmp_path / "pack"
+    shutil.copytree(tiny_pack_dir, pack)
+    torch.manual_seed(0)
+    predictor = AttributePredictor(PredictorConfig(resolution=32, binary=("Smiling",), channels=(8, 16))).eval()
+    save_predictor(predictor, tmp_path / "predictor.safetensors")
+    update_pack(pack, files={"attributes.safetensors": tmp_path / "predictor.safetensors"},
+                config_updates={"predictor": predictor_entry(predictor)})
+    photos = make_photos(tmp_path / "photos", 12)
+    assert invert_cli(photos, pack, tmp_path / "inv", "--steps", "1", "--no-images") == 0
+    capsys.readouterr()
+    assert main(["train-boundary", "--model", str(pack), "--attribute", "smile", "--codes", str(tmp_path / "inv"),
+                 "--keep", "0.25", "--search-samples", "8", "--layers", "0-3", "--out", str(tmp_path / "b.npy")]) == 0
+    assert "the 12 codes of" in capsys.readouterr().err
+    boundary = np.load(tmp_path / "b.npy", allow_pickle=True)[()]
+    assert boundary["boundary"].shape == (1, 8, 32) and boundary["meta_data"]["samples"] == 12

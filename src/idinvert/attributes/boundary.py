@@ -15,7 +15,7 @@ Conditional boundaries project another attribute's rows out of each row first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -129,11 +129,15 @@ def choose_layers(effects: list[float], threshold: float) -> list[int]:
 
 def train_boundary(generator: CodeGenerator, predictor: AttributePredictor, attribute: str,
                    config: BoundaryConfig = BoundaryConfig(), *, layers: list[int] | None = None,
-                   conditions: dict[str, np.ndarray] | None = None, progress=None) -> BoundaryResult:
-    """The whole InterFaceGAN procedure for one attribute (see the module docstring)."""
+                   conditions: dict[str, np.ndarray] | None = None, codes: torch.Tensor | None = None,
+                   progress=None) -> BoundaryResult:
+    """The whole InterFaceGAN procedure for one attribute (see the module docstring). ``codes``
+    ``[N, L, C]`` (e.g. inverted real photos) replace the ``config.samples`` sampled ones."""
     generator.eval()
     predictor.eval()
-    codes = sample_codes(generator, config.samples, psi=config.truncation_psi, seed=config.seed)
+    if codes is None:
+        codes = sample_codes(generator, config.samples, psi=config.truncation_psi, seed=config.seed)
+    config = replace(config, samples=codes.shape[0])
     scores = score_codes(generator, predictor, codes, attribute, config.batch)
     if progress:
         progress("scored")

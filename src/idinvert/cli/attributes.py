@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attribute", required=True, help="e.g. age, gender, smile, eyeglasses, or any predictor output")
     b = BoundaryConfig()
     p.add_argument("--samples", type=int, default=b.samples, help=f"codes to sample (default {b.samples})")
+    p.add_argument("--codes", type=Path, metavar="INVERT_DIR",
+                   help="fit on the codes of an `idinvert invert` output folder (inverted real photos) "
+                        "instead of --samples sampled codes")
     p.add_argument("--keep", type=float, default=b.keep_fraction, help="fraction kept at each extreme")
     p.add_argument("--layers", default="auto", help="auto (layer-wise search) or a spec such as 0-5 or 2,3,4")
     p.add_argument("--search-samples", type=int, default=b.search_samples,
@@ -128,9 +131,17 @@ def run_train_boundary(args: argparse.Namespace) -> int:
         conditions[other] = direction.expand(pack.code_shape).cpu().numpy()[None]
     config = BoundaryConfig(samples=args.samples, keep_fraction=args.keep, seed=args.seed,
                             search_samples=args.search_samples)
-    info(args, f"sampling {args.samples} codes and scoring {output!r} …")
+    codes = None
+    if args.codes is not None:
+        from .invert import read_invert_codes
+
+        codes = read_invert_codes(args.codes, pack)[2].to(pack.device)
+        if codes.shape[0] < 4:
+            raise ConfigError(f"--codes {args.codes}: {codes.shape[0]} codes; a boundary needs at least 4")
+    what = f"the {codes.shape[0]} codes of {args.codes}" if codes is not None else f"{args.samples} sampled codes"
+    info(args, f"scoring {output!r} on {what} …")
     result = train_boundary(pack.generator, predictor, output, config, layers=layers, conditions=conditions,
-                            progress=lambda stage: info(args, stage))
+                            codes=codes, progress=lambda stage: info(args, stage))
     boundary = boundary_sign(args.attribute) * result.boundary
     meta = result.meta_data() | {"name": args.attribute, "predictor_output": output}
     if args.out:
