@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -131,9 +132,10 @@ def test_locality_regulariser_runs_and_is_seeded(kind):
 def double_lpips(monkeypatch):
     """LPIPS in float64 (its module casts inputs to its own dtype)."""
     model = copy.deepcopy(lpips_module.cached_lpips("vgg", torch.device("cpu"))).double()
-    monkeypatch.setattr("idinvert.refine.cached_lpips", lambda net, device: model)
-    monkeypatch.setattr("idinvert.refine._scores", lambda x, r: {"mse": (x - r).square().flatten(1).mean(1),
-                                                                  "lpips": model(x, r.clamp(-1, 1))})
+    module = sys.modules["idinvert.refine"]  # the attribute idinvert.refine is the function
+    monkeypatch.setattr(module, "cached_lpips", lambda net, device: model)
+    monkeypatch.setattr(module, "_scores", lambda x, r: {"mse": (x - r).square().flatten(1).mean(1),
+                                                         "lpips": model(x, r.clamp(-1, 1))})
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -292,3 +294,30 @@ def test_edit_refines_photos_on_the_spot_and_a_wrong_pack_is_refused(tiny_pack_d
     save_pack(other_pack, name="tiny", generator=g, encoder=e, perceptual_config=default_perceptual_config("torchvision"))
     assert main(["edit", str(inv), "--boundary", str(with_boundary(tiny_pack_dir, tmp_path)), "--model",
                  str(other_pack), "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+
+
+# --- evaluate ------------------------------------------------------------------------------------------
+
+def test_evaluate_adds_pti_rows_for_both_pivots(tiny_pack):
+    from idinvert.attributes.predictor import AttributePredictor, PredictorConfig
+    from idinvert.editing import Boundary
+    from idinvert.evaluation import EvaluationConfig, evaluate
+    from idinvert.evaluation.outputs import markdown
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    predictor = AttributePredictor(PredictorConfig(resolution=32, binary=("Smiling",), channels=(8, 16))).eval()
+    smile = Boundary(torch.nn.functional.normalize(torch.randn(1, tiny_pack.code_shape[1]), dim=1),
+                     meta={"predictor_output": "Smiling"})
+    config = EvaluationConfig(methods=("in-domain", "mse"), steps=2, steps_mse=(2,), pairs=2, lambda_dom_ablation=(0.0,),
+                              skip=frozenset({"fid", "swd", "id", "edits", "pr", "interpolation", "ablation"}),
+                              examples=0, refine_steps=3, refine_batch=2)
+    r = evaluate(tiny_pack, images, config, predictor=predictor, boundaries={"smile": smile}).results
+    pti = r["pti"]
+    assert list(pti["pivots"]) == ["mse-2", "in-domain"] and pti["settings"]["steps"] == 3
+    for entry in pti["pivots"].values():
+        assert entry["timing"]["steps_max"] == 3 and entry["timing"]["batch_size"] == 2
+        assert entry["tuned"]["lpips"]["mean"] < entry["untuned"]["lpips"]["mean"]
+        edits = entry["edits"]["smile"]
+        assert all(isinstance(edits[w]["target_change"], float) for w in ("untuned", "tuned"))
+    assert "## Pivotal tuning (PTI)" in markdown({**r, "model": {"name": "tiny"}})

@@ -78,6 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lec-count", type=int, default=d.lec_count, metavar="N",
                    help=f"images of the LEC measure; each boundary and direction re-inverts them once per method "
                         f"(default {d.lec_count})")
+    p.add_argument("--refine-steps", type=int, default=d.refine_steps, metavar="N",
+                   help="add pivotal-tuning (PTI) rows: tune each image's generator for at most N steps around the "
+                        "in-domain and the MSE pivots, and measure reconstruction and ±d edits (default 0 = none; "
+                        "PTI uses 350; slow on a CPU)")
+    p.add_argument("--refine-batch", type=int, default=d.refine_batch, metavar="N",
+                   help=f"images tuned together in the PTI rows (default {d.refine_batch})")
     p.add_argument("--edit-range", default="-3,3,7", metavar="START,END,COUNT",
                    help="distances of the edit-quality sweep (default -3,3,7: -3, -2, …, 3)")
     p.add_argument("--boundaries", nargs="+", default=None, metavar="NAME",
@@ -125,7 +131,7 @@ def evaluation_config(args: argparse.Namespace, batch_size: int) -> EvaluationCo
         edit_distance=args.edit_distance, edit_distances=edit_range(args.edit_range),
         boundaries=tuple(args.boundaries) if args.boundaries else None, skip=frozenset(args.skip),
         batch_size=batch_size, metric_batch=args.metric_batch, seed=args.seed, examples=args.examples,
-        lec_count=args.lec_count)
+        lec_count=args.lec_count, refine_steps=args.refine_steps, refine_batch=args.refine_batch)
 
 
 # --- the image set ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..editing import synthesize
 from .codes import manipulation_codes, midpoints
+from .refinement import pti_markdown
 from .plots import bar_chart, labelled_grid, line_chart, side_by_side
 from .suite import EvaluationResult
 
@@ -69,6 +70,7 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("command"):
         lines += ["Command:", "", "```", results["command"], "```", ""]
     lines += _table1_md(results) + _table2_md(results) + _ablation_md(results) + _edits_md(results) + _pr_md(results)
+    lines += pti_markdown(results.get("pti") or {})
     notes = results.get("notes") or []
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]

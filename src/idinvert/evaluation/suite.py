@@ -76,6 +76,8 @@ class EvaluationConfig:
     metric_batch: int = 8  # images per batch when synthesising and measuring (LPIPS-VGG memory at 256 px)
     seed: int = 0  # random initial codes, pairs, SWD patches and directions
     examples: int = 8  # images shown in the example grids
+    refine_steps: int = 0  # PTI steps of the pivotal-tuning rows (0 = no PTI rows; PTI's own default is 350)
+    refine_batch: int = 8  # images tuned together in the PTI rows
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHOD_KINDS]
@@ -86,6 +88,8 @@ class EvaluationConfig:
             raise ConfigError(f"cannot skip {', '.join(unknown)}; choose from {', '.join(SKIPPABLE)}")
         if self.steps < 0 or any(t < 0 for t in self.steps_mse) or ("mse" in self.methods and not self.steps_mse):
             raise ConfigError("step counts must be ≥ 0, with at least one for the MSE baseline")
+        if self.refine_steps < 0 or self.refine_batch < 1:
+            raise ConfigError("refine_steps must be ≥ 0 and refine_batch ≥ 1")
         if self.pairs < 1 or self.batch_size < 1 or self.metric_batch < 1 or self.examples < 0 or self.lec_count < 1:
             raise ConfigError("pairs, batch sizes and the LEC count must be ≥ 1 and examples ≥ 0")
         if len(self.edit_distances) < 2 or len(set(self.edit_distances)) != len(self.edit_distances):
@@ -327,6 +331,8 @@ class Evaluation:
         results["ablation"] = self.ablation(pairs)
         results["edit_quality"] = self.edit_quality(methods)
         results["attribute_pr"] = self.attribute_pr(methods)
+        if c.refine_steps > 0:
+            results["pti"] = self.pti(methods)
         results["notes"] = list(self.notes)
         return EvaluationResult(results=results, codes=dict(self.codes), methods=methods, pairs=pairs,
                                 boundaries=dict(self.boundaries), directions=dict(self.directions))
@@ -528,6 +534,32 @@ class Evaluation:
             return q.to_dict()
 
         return self._cached(f"edits-{kind}-{name}-{spec.key}", fp, compute)
+
+    def pti(self, methods: list[MethodSpec]) -> dict[str, Any]:
+        """Pivotal tuning from the in-domain and the MSE pivots: reconstruction and ±d edits, tuned vs not."""
+        from ..refine import RefineConfig
+        from .refinement import pti_comparison
+
+        c = self.config
+        specs = self._table2_methods(methods)
+        config = RefineConfig(steps=c.refine_steps)
+        boundaries = {}
+        for name, boundary in self.boundaries.items():
+            output = boundary_output(name, boundary)
+            known = self.predictor is not None and output in self.predictor.names
+            boundaries[name] = (boundary, boundary_layers(boundary, self.pack.code_shape[0]),
+                                output if known else None, boundary_sign(name))
+
+        def cached(key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+            fp = digest("pti", 1, tensor_digest(self.codes[key]), self.data_digest, self.pack_digest, self.attr_digest,
+                        asdict(config), c.refine_batch, c.edit_distance, self.identity, sorted(c.skip), c.seed)
+            return self._cached(f"pti-{key}", fp, compute)
+
+        return pti_comparison(self.pack, self.images, {s.key: (s.label, self.codes[s.key]) for s in specs}, config,
+                              pair_names=self._pair_names(self.identity), boundaries=boundaries,
+                              predictor=self.predictor, distance=c.edit_distance, batch_size=c.refine_batch,
+                              metric_batch=c.metric_batch, lpips=c.uses("lpips") and self.pack.resolution >= 32,
+                              identity=self.identity, seed=c.seed, progress=self.progress, cached=cached)
 
     def _real_predictions(self) -> torch.Tensor:
         fp = digest("predictions", self.data_digest, self.attr_digest)
