@@ -1,9 +1,9 @@
-"""Run a few GAN and encoder training steps, data-parallel under torchrun or as one process.
+"""Run a few GAN, encoder and StyleGAN2 training steps, data-parallel under torchrun or as one process.
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py OUT
     python tests/ddp_worker.py OUT          (one process, the same global batch)
 
-Writes each rank's G, D and E state to OUT/{gan,enc}_rank{r}.pt. Float64, so that the
+Writes each rank's G, D and E state to OUT/{gan,enc,gan2}_rank{r}.pt. Float64, so that the
 comparison sees the algorithm and not rounding.
 """
 
@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 
 from idinvert.config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
-from idinvert.networks import VGG16Features
+from idinvert.networks import StyleGAN2Config, VGG16Features
 from idinvert.training.common import init_distributed
 from idinvert.training.encoder import EncoderTrainConfig, EncoderTrainer
 from idinvert.training.gan import GANTrainConfig, GANTrainer
+from idinvert.training.gan2 import GAN2TrainConfig, GAN2Trainer
 
 torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)
@@ -43,3 +44,14 @@ enc = EncoderTrainer(enc_config, gan.Gs, gan.D, vgg, lambda_vgg=0.01, world=worl
 for _ in range(3):
     enc.train_step(batch[part])
 torch.save({"E": enc.E.state_dict(), "D": enc.D.state_dict()}, out / f"enc_rank{world.rank}.pt")
+
+# StyleGAN2: lazy R1 and path length both due at steps 0 and 2. Minibatch-std groups are formed per
+# process (as in NVIDIA's data-parallel training), so this comparison runs without minibatch std.
+net = StyleGAN2Config(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_base=64, channel_max=16,
+                      mbstd_channels=0)
+gan2 = GAN2Trainer(GAN2TrainConfig(network=net, batch_size=8, r1_interval=2, pl_interval=2, noise_mode="const",
+                                   seed=5), world)
+for _ in range(3):
+    gan2.train_step(batch[part])
+torch.save({"G": gan2.G.state_dict(), "D": gan2.D.state_dict(), "Gs": gan2.Gs.state_dict()},
+           out / f"gan2_rank{world.rank}.pt")

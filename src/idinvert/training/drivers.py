@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, from_dict
 from ..errors import CheckpointError
 from ..images import make_grid, save_image
-from ..networks import Discriminator
+from ..networks import Discriminator, StyleGAN2Discriminator, StyleGAN2Generator
 from ..pack import ModelPack, copy_pack, load_pack, save_pack
 from ..perceptual import default_perceptual_config
 from .common import Distributed, load_checkpoint
 from .data import BatchSampler, ImageDataset, load_batch
 from .encoder import ConventionalTrainer, EncoderTrainConfig, EncoderTrainer
 from .gan import GANTrainConfig, GANTrainer, json_ready, train_gan
+from .gan2 import RUN_KIND as GAN2_RUN_KIND, export_gan2
 from .runner import RunOptions, RunOutcome, run_training
 
 
@@ -118,13 +119,16 @@ def _encoder_run_parts(config: EncoderTrainConfig, pack: ModelPack, data_dir: Pa
     return trainer, step, snapshot
 
 
-def discriminator_for(pack: ModelPack) -> Discriminator:
-    """The discriminator the domain-guided encoder trains against: the pack's (from GAN training), or,
-    for a pack that has none (a converted pretrained generator), a new D_basic trained from scratch
-    alongside E, with the widths of the bundled 64 px pack's D."""
+def discriminator_for(pack: ModelPack) -> torch.nn.Module:
+    """The discriminator the domain-guided encoder trains against: the pack's (from GAN training or a
+    converted file), or, for a pack that has none, a new one trained from scratch alongside E: a
+    StyleGAN2 discriminator with the generator's widths for a StyleGAN2 generator (as NVIDIA pairs
+    them), otherwise a D_basic with the widths of the bundled 64 px pack's D."""
     if pack.discriminator is not None:
         return pack.discriminator
     torch.manual_seed(0)
+    if isinstance(pack.generator, StyleGAN2Generator):
+        return StyleGAN2Discriminator(pack.generator.config)
     return Discriminator(DiscriminatorConfig(resolution=pack.resolution, fmaps_base=32 * pack.resolution,
                                              fmaps_max=128))
 
@@ -167,6 +171,8 @@ def export_run(run_dir: Path, out: Path, *, name: str | None = None) -> Path:
     record = json.loads(config_path.read_text())
     kind = record.pop("kind", "gan")
     state = load_checkpoint(run_dir / "checkpoint.pt")["trainer"]
+    if kind == GAN2_RUN_KIND:
+        return export_gan2(record, state, out, name=name or out.name)
     if kind == "gan":
         record.pop("data", None)
         trainer = GANTrainer(gan_config_from_dict(record))
