@@ -167,8 +167,10 @@ def main() -> None:
     }
     r1 = report["runs"]
     lines = [f"# Inverting a data set: {n} UTKFace train photos, default pack, {args.steps} steps", "",
-             f"Machine: {report['machine']}; {report['threads_per_process']} thread(s) per process.", "",
-             "| processes | wall time | images/s | peak resident memory | median memory, 25–50 % → 75–95 % of the run |",
+             f"Machine: {report['machine']}; {report['threads_per_process']} thread(s) per process. Wall time "
+             "includes starting Python and loading the pack in every process.", "",
+             "| processes | wall time | images/s | peak resident memory "
+             "| median memory, 25–50 % → 75–95 % of the run |",
              "|---|---|---|---|---|"]
     for k, r in r1.items():
         lines.append(f"| {k} | {r['wall_s']:.1f} s | {r['images_per_s']:.2f} | {r['peak_rss_mb']:.0f} MB | "
