@@ -23,6 +23,7 @@ from ..pack import ModelPack, copy_pack, load_pack, save_pack
 from ..perceptual import default_perceptual_config
 from .common import Distributed, load_checkpoint
 from .data import BatchSampler, ImageDataset, load_batch
+from .distill import DistillConfig, DistillTrainer
 from .encoder import ConventionalTrainer, EncoderTrainConfig, EncoderTrainer
 from .gan import GANTrainConfig, GANTrainer, json_ready, train_gan
 from .gan2 import RUN_KIND as GAN2_RUN_KIND, export_gan2
@@ -154,6 +155,59 @@ def _check_encoder_fits(encoder: EncoderConfig, pack: ModelPack) -> None:
                               f"{list(pack.code_shape)})")
 
 
+def distill_config_from_dict(data: dict) -> DistillConfig:
+    data = dict(data)
+    data["student"] = from_dict(GeneratorConfig, data["student"])
+    data["discriminator"] = from_dict(DiscriminatorConfig, data["discriminator"])
+    return DistillConfig(**data)
+
+
+def run_distill(config: DistillConfig, teacher_dir: Path, data_dir: Path | None, options: RunOptions, *,
+                world: Distributed, name: str | None = None) -> RunOutcome:
+    """Distil a pack's generator into a StyleGAN; the finished student becomes ``RUN_DIR/pack``."""
+    teacher = load_pack(teacher_dir, device=world.device)
+    dataset = sampler = None
+    if config.adv_kimg > 0:
+        if data_dir is None:
+            raise CheckpointError("the adversarial phase (--adv-kimg) trains on real photos: pass --data")
+        dataset = ImageDataset(data_dir)
+        if dataset.resolution != teacher.resolution:
+            raise CheckpointError(f"{data_dir} is prepared at {dataset.resolution}px, the teacher makes "
+                                  f"{teacher.resolution}px images")
+        sampler = BatchSampler(len(dataset), seed=config.seed, mirror=True)
+    record = {"kind": "distill", "teacher": str(teacher_dir), "data": str(data_dir) if data_dir else None,
+              **json_ready(_asdict(config))}
+    trainer = DistillTrainer(config, teacher.generator, world)
+    fixed = torch.randn(8, teacher.generator.z_dim, generator=torch.Generator().manual_seed(7)).to(world.device)
+
+    def step() -> dict[str, float]:
+        reals = None
+        if trainer.adversarial:
+            cursor = trainer.images_seen - int(config.total_kimg * 1000)
+            reals = load_batch(dataset, sampler, cursor, config.batch_size)[world.local_slice(config.batch_size)]
+            reals = reals.to(world.device)
+        return trainer.train_step(reals)
+
+    def snapshot(path: Path) -> None:  # row 1: teacher, row 2: EMA student
+        save_image(make_grid(trainer.comparison(fixed).cpu(), columns=len(fixed)), path)
+
+    if options.total_images != config.total_images:
+        raise ValueError("options.total_images must equal config.total_images (regression + adversarial)")
+    outcome = run_training(trainer, step, options, config=record, world=world, snapshot=snapshot)
+    if outcome.finished and world.is_main:
+        save_student_pack(trainer, teacher, options.run_dir / "pack", name=name or f"{teacher.name}-stylegan")
+    return outcome
+
+
+def save_student_pack(trainer: DistillTrainer, teacher: ModelPack, folder: Path, *, name: str) -> Path:
+    """The EMA student as a pack's generator, in the teacher's framing (and with D after an adversarial phase)."""
+    extra = {k: teacher.config[k] for k in ("framing",) if teacher.config.get(k) is not None}
+    extra["distilled_from"] = {"teacher": teacher.name, "images": trainer.images_seen}
+    discriminator = copy.deepcopy(trainer.D).cpu().eval() if trainer.D is not None else None
+    return save_pack(folder, name=name, generator=copy.deepcopy(trainer.Ss).cpu(), discriminator=discriminator,
+                     perceptual_config=default_perceptual_config("torchvision"), overwrite=True, extra_config=extra)
+
+
 def save_encoder_pack(trainer, pack: ModelPack, folder: Path, *, name: str, card: str | None = None) -> Path:
     """The base pack with the trained encoder added (and, for the domain-guided kind, its fine-tuned D)."""
     trained = copy.deepcopy(trainer.E)
@@ -171,6 +225,12 @@ def export_run(run_dir: Path, out: Path, *, name: str | None = None) -> Path:
     record = json.loads(config_path.read_text())
     kind = record.pop("kind", "gan")
     state = load_checkpoint(run_dir / "checkpoint.pt")["trainer"]
+    if kind == "distill":
+        teacher = load_pack(record.pop("teacher"))
+        record.pop("data", None)
+        trainer = DistillTrainer(distill_config_from_dict(record), teacher.generator)
+        trainer.load_state_dict(state)
+        return save_student_pack(trainer, teacher, out, name=name or out.name)
     if kind == GAN2_RUN_KIND:
         return export_gan2(record, state, out, name=name or out.name)
     if kind == "gan":
