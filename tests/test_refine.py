@@ -321,3 +321,38 @@ def test_evaluate_adds_pti_rows_for_both_pivots(tiny_pack):
         edits = entry["edits"]["smile"]
         assert all(isinstance(edits[w]["target_change"], float) for w in ("untuned", "tuned"))
     assert "## Pivotal tuning (PTI)" in markdown({**r, "model": {"name": "tiny"}})
+
+
+# --- the editor's "faithful (slower)" switch ----------------------------------------------------------
+
+def test_the_editor_tunes_in_the_queue_and_renders_faithfully_on_request(tiny_pack_dir, tmp_path):
+    pytest.importorskip("flask")
+    import time
+
+    from idinvert.server import ServerOptions, create_app
+    from test_server import inverted_session, make_edit_pack, render
+
+    pack = load_pack(make_edit_pack(tiny_pack_dir, tmp_path / "tiny-edit"))
+    app = create_app(pack, ServerOptions(steps=2, alignment="center", temp_parent=tmp_path, samples={}))
+    try:
+        app.extensions["idinvert"].editor.refine_steps = 3
+        client = app.test_client()
+        sid = inverted_session(client)
+        untuned = render(client, sid)
+        assert np.array_equal(render(client, sid, faithful=True), untuned)  # nothing tuned yet
+        r = client.post(f"/api/session/{sid}/a/refine")
+        assert r.status_code == 202 and r.json["job"]["kind"] == "refine" and r.json["job"]["steps"] == 3
+        deadline, info = time.monotonic() + 60, {}
+        while time.monotonic() < deadline and not info.get("faithful"):
+            info = client.get(f"/api/session/{sid}/status").json["slots"]["a"]
+            time.sleep(0.05)
+        assert info["faithful"] and info["refine"]["state"] == "done" and info["refine_seconds"] > 0
+        faithful = render(client, sid, faithful=True)
+        assert np.abs(faithful.astype(int) - untuned).max() > 1
+        assert np.array_equal(render(client, sid), untuned)  # switched off: the pack's generator
+        assert not np.array_equal(render(client, sid, faithful=True, edits={"smile": 3.0}), faithful)
+        assert client.post(f"/api/session/{sid}/render", json={"faithful": "yes"}).status_code == 400
+        assert client.post(f"/api/session/{sid}/a/invert", json={"face": 0}).status_code == 202
+        assert client.get(f"/api/session/{sid}/status").json["slots"]["a"]["faithful"] is False  # a new code
+    finally:
+        app.extensions["idinvert"].close()

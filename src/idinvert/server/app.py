@@ -293,8 +293,9 @@ def _register_routes(app: Flask, state: ServerState) -> None:
             if session.closed:
                 raise ApiError(404, SESSION_ENDED, "session-ended")
             old = session.photos.get(slot)
-            if old is not None and old.job is not None:
-                queue.cancel(old.job)
+            for job in (old.job, old.refine_job) if old is not None else ():
+                if job is not None:
+                    queue.cancel(job)
             _drop_diffusion(session, queue)
             for stale in (f"photo-{slot}.upload", f"code-{slot}.npy"):
                 session.file(stale).unlink(missing_ok=True)
@@ -317,12 +318,29 @@ def _register_routes(app: Flask, state: ServerState) -> None:
                 raise ApiError(400, f"face must be a number from 0 to {len(photo.faces) - 1}")
             if photo.job is not None:
                 queue.cancel(photo.job)
+            if photo.refine_job is not None:
+                queue.cancel(photo.refine_job)
             photo.face, photo.code, photo.reconstruction = face, None, None
+            photo.tuned, photo.refine_job, photo.refine_seconds = None, None, None
             photo.version += 1
             photo.job = Job("invert", session.id, editor.steps,
                             run=partial(_run_inversion, editor, session, slot, photo, photo.faces[face].image))
             queue.submit(photo.job)
             return jsonify(job=_job_json(photo.job, queue)), 202
+
+    @app.post(f"/api/session/<sid>/{slot_rule}/refine")
+    def start_refinement(sid: str, slot: str):
+        """Tune the generator for the inverted face ("faithful (slower)"); a no-op once tuned."""
+        session = session_of(sid)
+        with session.lock:
+            photo = photo_of(session, slot, inverted=True)
+            if photo.tuned is None and (photo.refine_job is None or not photo.refine_job.active):
+                photo.refine_job = Job("refine", session.id, editor.refine_steps,
+                                       run=partial(_run_refinement, editor, session, slot, photo, photo.code,
+                                                   photo.faces[photo.face].image))
+                queue.submit(photo.refine_job)
+            job = _job_json(photo.refine_job, queue) if photo.refine_job else None
+            return jsonify(job=job, faithful=photo.tuned is not None), 202
 
     @app.get("/api/session/<sid>/status")
     def status(sid: str):
@@ -330,7 +348,9 @@ def _register_routes(app: Flask, state: ServerState) -> None:
         with session.lock:
             slots = {slot: {"faces": len(p.faces), "face": p.face, "ready": p.code is not None,
                             "version": p.version, "notice": p.notice,
-                            "job": _job_json(p.job, queue) if p.job else None}
+                            "job": _job_json(p.job, queue) if p.job else None,
+                            "faithful": p.tuned is not None, "refine_seconds": p.refine_seconds,
+                            "refine": _job_json(p.refine_job, queue) if p.refine_job else None}
                      for slot, p in session.photos.items()}
             d = session.diffusion
             diffusion = None if d is None else {"target": d.target, "ready": d.result is not None,
@@ -362,7 +382,8 @@ def _register_routes(app: Flask, state: ServerState) -> None:
             if params.needs_second and (second is None or second.code is None):
                 raise ApiError(409, "interpolation and style mixing need photo 2; upload and invert it first")
             code = editor.compose(first.code, params, second.code if second is not None else None)
-        return first, code, editor.render(code)
+            tuned = editor.tuned_for(params, first.tuned, second.tuned if second is not None else None)
+        return first, code, editor.render(code, tuned)
 
     @app.post("/api/session/<sid>/render")
     def render(sid: str):
@@ -444,6 +465,14 @@ def _run_inversion(editor: Editor, session: Session, slot: str, photo: Photo, fa
         photo.code, photo.reconstruction = code, reconstruction
         photo.version += 1
         session.file(f"code-{slot}.npy").write_bytes(encode_npy(code))
+
+
+def _run_refinement(editor: Editor, session: Session, slot: str, photo: Photo, code, face, job: Job) -> None:
+    tuned, seconds = editor.refine(face, code, progress=job.report)
+    with session.lock:
+        if session.closed or session.photos.get(slot) is not photo or photo.refine_job is not job:
+            raise JobCancelled()
+        photo.tuned, photo.refine_seconds = tuned, seconds
 
 
 def _run_diffusion(editor: Editor, session: Session, diffusion: Diffusion, target, context,

@@ -28,6 +28,8 @@ from ..errors import ConfigError, IdinvertError, ImageError
 from ..images import RESAMPLE, decode_image, pil_to_tensor, resize_square, tensor_to_pil
 from ..inversion import InversionConfig, invert
 from ..pack import ModelPack
+from ..refine import RefineConfig, refine
+from ..tuned import TunedWeights, synthesize_tuned
 
 ALIGNMENTS = ("auto", "dlib", "center")
 EDIT_LIMIT = 10.0  # the largest |d| the server accepts; the sliders span DEFAULT_DISTANCES (±3)
@@ -55,6 +57,7 @@ class EditParams:
     edits: tuple[tuple[str, float], ...] = ()  # (attribute, d): wp'[l] = wp[l] + d·b[l]
     blend: int = 0  # interpolation position 0–BLEND_STEPS towards photo 2's code
     mix_start: int | None = None  # first layer taken from photo 2 (the style); None = no mixing
+    faithful: bool = False  # render with the photos' tuned generators (PTI) where they have one
 
     @property
     def needs_second(self) -> bool:
@@ -129,6 +132,7 @@ class Editor:
             raise ConfigError(f"alignment must be one of {', '.join(ALIGNMENTS)}; got {alignment!r}")
         self.pack = pack
         self.steps = steps
+        self.refine_steps = RefineConfig().steps  # "faithful (slower)": PTI's 350 steps at most
         for net in pack.networks().values():  # for the server's lifetime: no parameter gradients
             net.eval().requires_grad_(False)
         self.boundaries = self._load_boundaries(pack)
@@ -239,9 +243,11 @@ class Editor:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError("edit parameters must be a JSON object")
-        unknown = sorted(set(data) - {"edits", "blend", "mix_start"})
+        unknown = sorted(set(data) - {"edits", "blend", "mix_start", "faithful"})
         if unknown:
-            raise ConfigError(f"unknown edit parameters {unknown}; use edits, blend and mix_start")
+            raise ConfigError(f"unknown edit parameters {unknown}; use edits, blend, mix_start and faithful")
+        if not isinstance(data.get("faithful", False), bool):
+            raise ConfigError("faithful must be true or false")
         raw_edits = data.get("edits") or {}
         if not isinstance(raw_edits, dict):
             raise ConfigError("edits must map attribute names to distances")
@@ -260,7 +266,7 @@ class Editor:
         if mix_start is not None:
             self.pack.generator.require_layerwise("style mixing")
             mix_start = _integer(mix_start, "mix_start", 0, self.pack.code_shape[0])
-        return EditParams(tuple(edits), blend, mix_start)
+        return EditParams(tuple(edits), blend, mix_start, data.get("faithful", False))
 
     def compose(self, code: torch.Tensor, params: EditParams, second: torch.Tensor | None = None) -> torch.Tensor:
         """Photo 1's code ``[1, L, C]`` moved along each attribute, then interpolated towards and
@@ -276,9 +282,31 @@ class Editor:
                 code = mix(second, code, layer_start=params.mix_start)[0]
         return code
 
-    def render(self, code: torch.Tensor) -> torch.Tensor:
-        """G(code) for one code ``[1, L, C]`` → ``[3, R, R]`` on the CPU."""
-        return synthesize(self.pack.generator, code, batch_size=1)[0].cpu()
+    def render(self, code: torch.Tensor, tuned: TunedWeights | None = None) -> torch.Tensor:
+        """G(code) for one code ``[1, L, C]`` → ``[3, R, R]`` on the CPU, by the tuned generator if given."""
+        if tuned is None:
+            return synthesize(self.pack.generator, code, batch_size=1)[0].cpu()
+        return synthesize_tuned(self.pack.generator, tuned, code, batch_size=1)[0].cpu()
+
+    def refine(self, face: torch.Tensor, code: torch.Tensor, progress: Callable[[int], None] | None = None
+               ) -> tuple[TunedWeights, float]:
+        """Pivotal tuning of the generator for one face ``[3, R, R]`` around its code ``[1, L, C]``:
+        (its weight deltas, seconds). ``progress(step)`` as for ``invert``."""
+        result = refine(face[None], code, self.pack, RefineConfig(steps=self.refine_steps),
+                        callback=None if progress is None else (lambda b, step, losses: progress(step)))
+        return result.tuned, result.seconds
+
+    def tuned_for(self, params: EditParams, first: TunedWeights | None, second: TunedWeights | None
+                  ) -> TunedWeights | None:
+        """The generator of a composed edit: photo 1's tuned one, its weights moved towards photo 2's
+        with the interpolation (as ``idinvert interpolate``); style mixing keeps photo 1's (the content)."""
+        if not params.faithful:
+            return None
+        if params.blend == 0 or (first is None and second is None):
+            return first
+        zeros = TunedWeights.zeros(self.pack.generator, 1)
+        start, end = (first if first is not None else zeros), (second if second is not None else zeros)
+        return start.lerp(end, torch.tensor([params.blend / BLEND_STEPS]))
 
     def diffuse(self, target: torch.Tensor, context: torch.Tensor, *, crop_size: int, center_x: int,
                 center_y: int, progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:

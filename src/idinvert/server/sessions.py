@@ -45,6 +45,9 @@ class Photo:
     code: torch.Tensor | None = None  # [1, L, C] on the pack's device
     reconstruction: torch.Tensor | None = None  # [3, R, R]
     version: int = 0  # bumped whenever the photo or its code changes (cache-busting in the page)
+    refine_job: Job | None = None  # its pivotal tuning ("faithful (slower)")
+    tuned: object | None = None  # tuned.TunedWeights of the chosen face's generator, once tuned
+    refine_seconds: float | None = None  # how long the tuning took
 
     @property
     def crop(self) -> FaceCrop | None:

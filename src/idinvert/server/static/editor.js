@@ -78,6 +78,7 @@
     buildSliders();
     setupCombine();
     setupDiffusion();
+    $("faithful").addEventListener("change", () => { requestTuning(); scheduleRender(); });
     updateDownloads();
     // Closing or leaving the tab deletes its photos on the server at once.
     window.addEventListener("pagehide", closeSession);
@@ -227,9 +228,10 @@
 
   function updateSlot(slot, info) {
     // "ready" can come a moment before the worker marks the job done: the result decides.
-    const active = showProgress(slot, info.ready ? null : info.job, "Inverting");
+    let active = showProgress(slot, info.ready ? null : info.job, "Inverting");
     if (info.job && info.job.state === "error") show($(`message-${slot}`), info.job.message, true);
     const mine = state.slots[slot];
+    if (slot === "a") active = updateTuning(mine, info) || active;
     if (info.ready && mine.shownVersion !== info.version) {
       mine.shownVersion = info.version;
       mine.face = info.face;
@@ -259,7 +261,35 @@
       $("reconstruction-b").hidden = false;
     }
     setReady(slot, true);
+    if (slot === "a") requestTuning();  // a new code: tune again if the switch is on
     scheduleRender();
+  }
+
+  // ------------------------------------------------------------------ faithful (pivotal tuning)
+
+  async function requestTuning() {
+    const mine = state.slots.a;
+    if (!$("faithful").checked || !mine || !mine.ready || mine.faithful || mine.tuning) return;
+    mine.tuning = true;
+    try {
+      await api(`${base()}/a/refine`, { method: "POST" });
+      startPolling();
+    } catch (e) {
+      mine.tuning = false;
+      show($("message-a"), e.message, true);
+    }
+  }
+
+  function updateTuning(mine, info) {
+    const active = showProgress("refine", info.faithful ? null : info.refine, "Tuning the generator");
+    if (info.refine && info.refine.state === "error") show($("message-a"), info.refine.message, true);
+    if (!active) mine.tuning = false;
+    if (Boolean(info.faithful) !== Boolean(mine.faithful)) {
+      mine.faithful = Boolean(info.faithful);
+      $("faithful-time").textContent = mine.faithful ? `(tuned in ${info.refine_seconds.toFixed(1)} s per image)` : "";
+      if ($("faithful").checked) scheduleRender();
+    }
+    return active;
   }
 
   // ------------------------------------------------------------------ editing
@@ -328,6 +358,7 @@
     const edits = {};
     for (const [name, d] of Object.entries(state.edits)) if (d !== 0) edits[name] = d;
     const p = { edits };
+    if ($("faithful").checked) p.faithful = true;
     if (state.slots.b && state.slots.b.ready) {
       p.blend = Number($("blend").value);
       if (state.info.mix && $("mix-on").checked) p.mix_start = Number($("mix-start").value);
