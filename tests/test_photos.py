@@ -83,10 +83,20 @@ def test_demo_writes_the_page(pack_with_boundary, astronaut, tmp_path, monkeypat
     out = tmp_path / "idinvert-demo"
     assert "idinvert-demo" in capsys.readouterr().out
     for name in ("index.html", "sheet.png", "photo.png", "inversion_photo.png", "smile_+3_photo.png",
-                 "smile_-1.5_photo.png", "interpolation_3_photo.png", "manifest.json"):
+                 "smile_-1.5_face.png", "interpolation_3_face.png", "manifest.json"):
         assert (out / name).is_file(), name
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["attributes"] == ["smile"] and manifest["steps"] == 3
+    assert manifest["sweep"] == "smile from -3 to +3"
+    with Image.open(out / "sweep.gif") as gif:
+        assert gif.n_frames == 24 and gif.size == (256, 256)
+    # every table labels its rows and its own columns: the edit row sits under d headers, the
+    # inversion row under its own
+    page = (out / "index.html").read_text()
+    assert page.count("<table>") == 4 and '<th scope="row">smile</th>' in page
+    inversion_table, edit_table = page.split("<table>")[1:3]
+    assert "<th>aligned face</th>" in inversion_table and "d = " not in inversion_table
+    assert "<th>d = -3</th>" in edit_table and "<th>d = 0 (reconstruction)</th>" in edit_table
     photo = np.asarray(Image.open(out / "photo.png"))
     edited = np.asarray(Image.open(out / "smile_+3_photo.png"))
     assert photo.shape == edited.shape and np.any(photo != edited)

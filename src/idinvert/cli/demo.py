@@ -2,7 +2,9 @@
 
 Align the face (dlib), invert it (in-domain, 100 steps), apply every attribute edit of the pack at
 two strengths in both directions, interpolate towards a second face (a sample of the generator),
-paste every result back into the full photo, and write ``index.html`` and ``sheet.png``.
+paste the results back into the full photo, and write ``index.html`` and ``sheet.png`` (faces
+large: the inversion, then one labelled row per attribute with the pasted-back photo beside it)
+and ``sweep.gif`` (one edit sweeping from −3 to +3 and back).
 
 The default photo is scikit-image's ``astronaut`` (Eileen Collins, NASA: public domain).
 """
@@ -18,8 +20,8 @@ import torch
 from ..attributes import pack_boundaries
 from ..editing import interpolate, load_boundary, manipulate, synthesize
 from ..errors import ConfigError
-from ..fileio import StagedOutput, check_output_dir
-from ..images import save_image
+from ..fileio import StagedOutput, atomic_path, check_output_dir
+from ..images import RESAMPLE, save_image, tensor_to_uint8
 from ..inversion import MAX_STEPS, InversionConfig
 from ..report import Report, environment, write_outputs
 from ..safety import check_int, check_seed, safe_name
@@ -28,6 +30,9 @@ from .invert import default_batch_size, pack_identity, run_inversion
 from .photos import align_photos, paste_faces
 
 STRENGTHS = (-3.0, -1.5, 1.5, 3.0)
+SWEEP_FRAMES = 13  # frames from −3 to +3 in the GIF (played forwards, then backwards)
+SWEEP_SIZE = 256  # side of the GIF in pixels
+FACE_CELL = 192  # tile side of faces in sheet.png
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,18 +76,29 @@ def run(args: argparse.Namespace) -> int:
         config = InversionConfig(steps=args.steps)
         result = run_inversion(args, pack, aligned.faces, config, default_batch_size(pack))
         codes = result.codes  # [F, L, C]
-        report = Report(title="idinvert demo", headers=[f"d = {d:+g}" for d in STRENGTHS])
-        _write_inversion(folder, report, aligned, result)
-        for name, relative in sorted(pack_boundaries(pack).items()):
-            report.add_row(name, _edit_cells(folder, pack, aligned, codes, name, relative))
-        report.add_row("interpolation to another face (t = 0, ⅓, ⅔, 1)",
-                       _interpolation_cells(folder, pack, aligned, codes, args.seed))
+        intro = Report(title=f"idinvert demo: {pack.name}",
+                       headers=["photo", "aligned face", "reconstruction", "pasted back"])
+        _write_inversion(folder, intro, aligned, result)
+        edits = Report(title="Edits of the reconstruction along each attribute's boundary",
+                       headers=[f"d = {d:+g}" for d in STRENGTHS[:2]] + ["d = 0 (reconstruction)"]
+                       + [f"d = {d:+g}" for d in STRENGTHS[2:]] + [f"photo, d = {STRENGTHS[-1]:+g}"])
+        boundaries = sorted(pack_boundaries(pack).items())
+        for name, relative in boundaries:
+            edits.add_row(name, _edit_cells(folder, pack, aligned, codes, name, relative))
+        mix = Report(title="Interpolation towards another face (a sample of the model)",
+                     headers=["t = 0", "t = 1/3", "t = 2/3", "t = 1"])
+        mix.add_row("face", _interpolation_cells(folder, pack, aligned, codes, args.seed))
+        sweep = _write_sweep(folder, pack, codes, boundaries)
         manifest = {"verb": "demo", "photo": str(args.photo or "scikit-image astronaut (public domain)"),
                     "faces": aligned.names, "model": pack_identity(pack), "steps": args.steps,
                     "strengths": list(STRENGTHS), "attributes": sorted(pack_boundaries(pack)),
-                    "losses": result.final_losses(), "seconds": round(time.perf_counter() - began, 2),
-                    "environment": environment(pack.device)}
-        write_outputs(folder, report, manifest)
+                    "sweep": sweep, "losses": result.final_losses(),
+                    "seconds": round(time.perf_counter() - began, 2), "environment": environment(pack.device)}
+        tables = [intro] + ([edits] if boundaries else []) + [mix]
+        if sweep is not None:
+            tables.append(Report(title="Animated", headers=[sweep]))
+            tables[-1].add_row("sweep", ["sweep.gif"])
+        write_outputs(folder, tables, manifest, cell=FACE_CELL, image_size=FACE_CELL)
     if not args.quiet:
         print(f"demo written to {args.out.resolve()}/ — open {args.out / 'index.html'} "
               f"(contact sheet: {args.out / 'sheet.png'}); {time.perf_counter() - began:.0f} s")
@@ -95,37 +111,53 @@ def _write_inversion(folder: Path, report: Report, aligned, result) -> None:
         save_image(aligned.faces[i], folder / f"{name}_aligned.png")
         save_image(result.reconstructions[i], folder / f"{name}_inv.png")
     save_image(next(iter(pasted.values())), folder / "inversion_photo.png")
-    report.add_row("photo · aligned face · inversion · pasted back",
+    report.add_row(f"in-domain inversion ({len(aligned.names)} face{'s' * (len(aligned.names) > 1)}; the first shown)",
                    ["photo.png" if (folder / "photo.png").exists() else "", f"{aligned.names[0]}_aligned.png",
                     f"{aligned.names[0]}_inv.png", "inversion_photo.png"])
 
 
 def _edit_cells(folder: Path, pack, aligned, codes: torch.Tensor, name: str, relative: str) -> list[str]:
+    """Face tiles at −3, −1.5, the reconstruction, +1.5, +3, then the photo with the +3 edit pasted back."""
     boundary = load_boundary(pack.file(relative), pack.code_shape)
     name = safe_name(name, "attribute")  # a name from the pack's config.json becomes a file name
     edited = manipulate(codes, boundary, distances=torch.tensor(STRENGTHS))  # [F, 4, L, C]
     images = synthesize(pack.generator, edited).cpu()
-    cells = []
+    faces = []
     for k, d in enumerate(STRENGTHS):
-        file = f"{name}_{d:+g}_photo.png"
-        photo = next(iter(paste_faces(aligned, images[:, k]).values()))
-        save_image(photo, folder / file)
         save_image(images[0, k], folder / f"{name}_{d:+g}_face.png")
-        cells.append(file)
-    return cells
+        faces.append(f"{name}_{d:+g}_face.png")
+    photo = f"{name}_{STRENGTHS[-1]:+g}_photo.png"
+    save_image(next(iter(paste_faces(aligned, images[:, -1]).values())), folder / photo)
+    return faces[:2] + [f"{aligned.names[0]}_inv.png"] + faces[2:] + [photo]
 
 
 def _interpolation_cells(folder: Path, pack, aligned, codes: torch.Tensor, seed: int) -> list[str]:
     g = pack.generator
     z = torch.randn(1, g.z_dim, generator=torch.Generator().manual_seed(seed)).to(pack.device)
     with torch.no_grad():
-        other = g.sample_codes(z)  # a generated face (truncation ψ = 0.7)
+        other = g.sample_codes(z)  # a generated face (with the model's truncation)
     path = interpolate(codes[:1], other, steps=len(STRENGTHS) - 2)[0, 0]  # [4, L, C]
     images = synthesize(g, path).cpu()
     cells = []
     for k in range(len(STRENGTHS)):
-        file = f"interpolation_{k}_photo.png"
-        save_image(next(iter(paste_faces(aligned, images[k:k + 1].expand(len(aligned.names), -1, -1, -1)).values())),
-                   folder / file)
-        cells.append(file)
+        save_image(images[k], folder / f"interpolation_{k}_face.png")
+        cells.append(f"interpolation_{k}_face.png")
     return cells
+
+
+def _write_sweep(folder: Path, pack, codes: torch.Tensor, boundaries: list[tuple[str, str]]) -> str | None:
+    """``sweep.gif``: the face moved from −3 to +3 and back along one boundary (age when the pack has it)."""
+    if not boundaries:
+        return None
+    from PIL import Image
+
+    table = dict(boundaries)
+    name = "age" if "age" in table else boundaries[0][0]
+    boundary = load_boundary(pack.file(table[name]), pack.code_shape)
+    distances = torch.linspace(STRENGTHS[0], STRENGTHS[-1], SWEEP_FRAMES)
+    images = synthesize(pack.generator, manipulate(codes[:1], boundary, distances=distances))[0].cpu()
+    frames = [Image.fromarray(tensor_to_uint8(x)).resize((SWEEP_SIZE, SWEEP_SIZE), RESAMPLE) for x in images]
+    frames += frames[-2:0:-1]
+    with atomic_path(folder / "sweep.gif") as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=120, loop=0)
+    return f"{safe_name(name, 'attribute')} from {STRENGTHS[0]:+g} to {STRENGTHS[-1]:+g}"
