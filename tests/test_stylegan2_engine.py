@@ -208,6 +208,10 @@ def test_a_stylegan2_pack_without_discriminator_trains_a_fresh_stylegan2_one(sg2
     trained = load_pack(tmp_path / "enc" / "pack", with_discriminator=True)
     assert isinstance(trained.discriminator, StyleGAN2Discriminator)
     assert trained.discriminator.config == pack.generator.config  # the generator's widths
+    # a batch that the minibatch-std groups (4) cannot divide is refused in one line, before training
+    assert main(["train-encoder", "--pack", str(bare), "--data", str(data32), "--run-dir", str(tmp_path / "six"),
+                 *ENC_ARGS[:1], "6", *ENC_ARGS[2:]]) == 2
+    assert not (tmp_path / "six").exists()
 
 
 # --- evaluation and the editor ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import EncoderConfig
+from ..errors import ConfigError
 from ..networks import Discriminator, DomainGuidedEncoder, CodeGenerator, VGG16Features
 from .common import Distributed, all_reduce_gradients, broadcast_state, check_finite
 from .data import seeded
@@ -80,6 +81,19 @@ class EncoderTrainer:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=betas)
         self.images_seen = 0
         self.step_index = 0
+        self._check_batch()
+
+    def _check_batch(self) -> None:
+        """Refuse, before any training, a per-process batch that D cannot take (StyleGAN2's minibatch-std
+        groups must divide it): one forward pass of blank images of that size."""
+        local = self.config.batch_size // self.world.world_size
+        res = self.config.encoder.resolution
+        try:
+            with torch.no_grad():
+                self.D(torch.zeros(local, 3, res, res, device=self.world.device))
+        except ValueError as exc:
+            raise ConfigError(f"a minibatch of {self.config.batch_size} gives {local} images per process, which "
+                              f"the discriminator cannot take ({exc}); choose another --batch") from None
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.G.synthesize(self.E(x))
