@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,18 +48,18 @@ from idinvert.training.data import ImageDataset  # noqa: E402
 from idinvert.tuned import TunedWeights, save_tuned, synthesize_tuned  # noqa: E402
 
 
-def float16_check(pack, codes: torch.Tensor, tuned: TunedWeights, folder: Path) -> dict:
+def float16_check(pack, codes: torch.Tensor, tuned: TunedWeights) -> dict:
     """Images from float16-rounded deltas against float32 ones, and the file sizes."""
     half = TunedWeights({k: v.half().float() for k, v in tuned.deltas.items()})
     with torch.no_grad():
         full = synthesize_tuned(pack.generator, tuned, codes).clamp(-1, 1)
         rounded = synthesize_tuned(pack.generator, half, codes).clamp(-1, 1)
     sizes = {}
-    for half_file in (True, False):
-        path = folder / f"pti_delta_{'f16' if half_file else 'f32'}.safetensors"
-        save_tuned(path, {k: v[0] for k, v in tuned.deltas.items()}, base="measurement", half=half_file)
-        sizes["float16" if half_file else "float32"] = path.stat().st_size
-        path.unlink()
+    with tempfile.TemporaryDirectory() as folder:
+        for half_file in (True, False):
+            path = Path(folder) / f"delta_{half_file}.safetensors"
+            save_tuned(path, {k: v[0] for k, v in tuned.deltas.items()}, base="measurement", half=half_file)
+            sizes["float16" if half_file else "float32"] = path.stat().st_size
     diff = (full - rounded).abs()
     return {"max_abs_pixel": float(diff.max()), "mean_abs_pixel": float(diff.mean()),
             "eight_bit_levels_max": float(diff.max() * 127.5),
@@ -176,7 +177,7 @@ def main() -> None:
         "timing": {"batch_1_seconds_per_image": batch1, "batch_1_photos": k,
                    f"batch_{args.batch}_seconds_per_image": comparison["pivots"]["in-domain"]["timing"]["seconds_per_image"],
                    "batch_1_steps_mean": float(alone.steps_run.double().mean())},
-        "float16": float16_check(pack, codes[:k], alone.tuned, args.out.parent if args.out.parent.name else Path(".")),
+        "float16": float16_check(pack, codes[:k], alone.tuned),
     }
     if args.independent:
         report["independent"] = independent_check(pack, codes, kept["in-domain"], boundaries, args.distance)
