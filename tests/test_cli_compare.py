@@ -92,7 +92,7 @@ def test_user_errors_are_one_line_with_status_2(capsys, photo, tmp_path):
     Image.new("RGB", (8, 8)).save(tiny)
     for args, needle in (([str(photo), str(tmp_path / "missing.png")], "missing.png: no such file"),
                          ([str(photo), str(broken)], "broken.png: not an image"),
-                         ([str(tiny), str(tiny), "--metric", "ssim"], "at least 11×11")):
+                         ([str(tiny), str(tiny), "--metric", "ssim"], "at least 16 pixels a side")):
         assert main(["compare", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("idinvert: error: ") and err.count("\n") == 1 and needle in err
