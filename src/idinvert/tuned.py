@@ -93,7 +93,7 @@ class TunedWeights:
 
     def changed(self) -> torch.Tensor:
         """``[N]`` bool: whether image i's generator differs from the base at all."""
-        flags = [v.flatten(1).ne(0).any(dim=1) for v in self.deltas.values()]
+        flags = [v.reshape(v.shape[0], -1).ne(0).any(dim=1) for v in self.deltas.values()]
         return torch.stack(flags).any(dim=0) if flags else torch.zeros(0, dtype=torch.bool)
 
     @staticmethod
