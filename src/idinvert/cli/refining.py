@@ -69,12 +69,13 @@ def run_refinement(args: argparse.Namespace, pack, images: torch.Tensor, codes: 
     return result
 
 
-def write_refinement(folder: Path, names: list[str], result: RefineResult) -> dict:
-    """``<name>_tuned.safetensors`` and ``<name>_pti.png`` per image; returns the manifest entry."""
+def write_refinement(folder: Path, names: list[str], result: RefineResult, *, images: bool = True) -> dict:
+    """``<name>_tuned.safetensors`` and (``images``) ``<name>_pti.png`` per image; returns the manifest entry."""
     files: dict[str, str | None] = {}
     changed = result.tuned.changed().tolist()
     for i, name in enumerate(names):
-        save_image(result.reconstructions[i], folder / f"{name}_pti.png")
+        if images:
+            save_image(result.reconstructions[i], folder / f"{name}_pti.png")
         files[name] = None
         if changed[i]:
             with atomic_path(folder / f"{name}_tuned.safetensors") as tmp:
@@ -102,7 +103,7 @@ def refine_invert_dir(args: argparse.Namespace, folder: Path, pack, config: Refi
     else:  # --no-images: the inputs again
         images = read_images([Path(p) for p in manifest["inputs"]], pack.resolution)
     result = run_refinement(args, pack, images, codes, config, batch_size)
-    manifest["refine"] = write_refinement(folder, names, result)
+    manifest["refine"] = write_refinement(folder, names, result, images=manifest.get("images", True))
     write_json(folder / "manifest.json", manifest)
     if (folder / "index.html").is_file():
         report = Report(title="Inversion", headers=["Original", "Encoder output", "Inversion", "Inversion + PTI"])
