@@ -96,6 +96,21 @@ def broadcast_state(module: nn.Module, world: Distributed) -> None:
             dist.broadcast(t.data, src=0)
 
 
+def global_mean(value: torch.Tensor, world: Distributed) -> torch.Tensor:
+    """A per-process mean averaged over processes (equal slices: the global-batch mean)."""
+    if world.world_size == 1:
+        return value
+    value = value.clone()
+    dist.all_reduce(value)
+    return value / world.world_size
+
+
+def r1_penalty(real_scores: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
+    """R1: ``mean_N ‖∇_x D(x)‖²`` on real images (``reals`` must require grad; differentiable)."""
+    (grad,) = torch.autograd.grad(real_scores.sum(), reals, create_graph=True)
+    return grad.square().sum(dim=(1, 2, 3)).mean()
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """``ema ← β·ema + (1 − β)·model`` for parameters; buffers are copied."""

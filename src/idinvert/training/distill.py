@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from ..config import DiscriminatorConfig, GeneratorConfig
 from ..errors import ConfigError
 from ..networks import CodeGenerator, Discriminator, StyleGANGenerator
-from .common import Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update
+from .common import (Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update,
+                     global_mean, r1_penalty)
 from .data import seeded
 from .gan import mix_styles
 
@@ -171,7 +172,7 @@ class DistillTrainer:
         total.backward()
         all_reduce_gradients(self.S.parameters(), self.world)
         self.opt_S.step()
-        self.S.update_w_avg(self._global_mean(wp.detach()), cfg.w_avg_beta)
+        self.S.update_w_avg(global_mean(wp.detach().mean(dim=0, keepdim=True), self.world), cfg.w_avg_beta)
         ema_update(self.Ss, self.S, ema_beta(batch, cfg.ema_kimg))
         self.images_seen += batch
         self.step_index += 1
@@ -189,8 +190,7 @@ class DistillTrainer:
         loss = F.softplus(self.D(fakes)).mean() + F.softplus(-real_scores).mean()
         out = {"d_loss": loss.detach()}
         if cfg.r1_gamma > 0:
-            (grad,) = torch.autograd.grad(real_scores.sum(), reals, create_graph=True)
-            r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+            r1 = r1_penalty(real_scores, reals)
             loss = loss + r1 * cfg.r1_gamma / 2
             out["r1"] = r1.detach()
         check_finite(out, self.step_index)
@@ -199,15 +199,6 @@ class DistillTrainer:
         all_reduce_gradients(self.D.parameters(), self.world)
         self.opt_D.step()
         return out
-
-    def _global_mean(self, wp: torch.Tensor) -> torch.Tensor:
-        mean = wp.mean(dim=0, keepdim=True)
-        if self.world.world_size > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(mean)
-            mean /= self.world.world_size
-        return mean
 
     @torch.no_grad()
     def comparison(self, z: torch.Tensor) -> torch.Tensor:

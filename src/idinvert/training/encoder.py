@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..config import EncoderConfig
 from ..errors import ConfigError
 from ..networks import Discriminator, DomainGuidedEncoder, CodeGenerator, VGG16Features
-from .common import Distributed, all_reduce_gradients, broadcast_state, check_finite
+from .common import Distributed, all_reduce_gradients, broadcast_state, check_finite, r1_penalty
 from .data import seeded
 
 
@@ -130,8 +130,7 @@ class EncoderTrainer:
         loss_d = F.softplus(self.D(fakes)).mean() + F.softplus(-real_scores).mean()
         losses["d_loss"] = loss_d.detach()
         if cfg.r1_gamma > 0:
-            (grad,) = torch.autograd.grad(real_scores.sum(), reals, create_graph=True)
-            r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+            r1 = r1_penalty(real_scores, reals)
             loss_d = loss_d + r1 * (cfg.r1_gamma / 2)
             losses["r1"] = r1.detach()
         check_finite(losses, self.step_index)

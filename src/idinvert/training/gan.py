@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from ..config import DiscriminatorConfig, GeneratorConfig
 from ..networks import Discriminator, StyleGANGenerator
-from .common import Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update
+from .common import (Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update,
+                     global_mean, r1_penalty)
 from .data import seeded
 
 
@@ -132,8 +133,7 @@ class GANTrainer:
         loss_d = F.softplus(fake_scores).mean() + F.softplus(-real_scores).mean()
         losses["d_loss"] = loss_d.detach()
         if do_r1:
-            (grad,) = torch.autograd.grad(real_scores.sum(), reals, create_graph=True)
-            r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+            r1 = r1_penalty(real_scores, reals)
             loss_d = loss_d + r1 * (cfg.r1_gamma / 2) * cfg.r1_interval
             losses["r1"] = r1.detach()
         self.opt_D.zero_grad(set_to_none=True)
@@ -152,22 +152,12 @@ class GANTrainer:
         loss_g.backward()
         all_reduce_gradients(self.G.parameters(), self.world)
         self.opt_G.step()
-        self.G.update_w_avg(self._global_mean_wp(wp.detach()), cfg.w_avg_beta)
+        self.G.update_w_avg(global_mean(wp.detach().mean(dim=0, keepdim=True), self.world), cfg.w_avg_beta)
 
         ema_update(self.Gs, self.G, ema_beta(batch, cfg.ema_kimg))
         self.images_seen += batch
         self.step_index += 1
         return {k: float(v) for k, v in losses.items()}
-
-    def _global_mean_wp(self, wp: torch.Tensor) -> torch.Tensor:
-        """Layer-0 codes averaged over the global batch, shaped ``[1, L, C]`` for ``update_w_avg``."""
-        mean = wp.mean(dim=0, keepdim=True)
-        if self.world.world_size > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(mean)
-            mean /= self.world.world_size
-        return mean
 
     def state_dict(self) -> dict:
         return {"G": self.G.state_dict(), "D": self.D.state_dict(), "Gs": self.Gs.state_dict(),

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from ..config import from_dict
 from ..errors import ConfigError
 from ..networks import StyleGAN2Config, StyleGAN2Discriminator, StyleGAN2Generator
-from .common import Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update
+from .common import (Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update,
+                     global_mean, r1_penalty)
 from .data import seeded
 from .gan import mix_styles
 
@@ -146,8 +147,7 @@ class GAN2Trainer:
         self._update(self.opt_D, self.D, loss_d, losses)
         if cfg.r1_gamma > 0 and self.step_index % cfg.r1_interval == 0:
             x = reals.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.D(x).sum(), x, create_graph=True)
-            r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+            r1 = r1_penalty(self.D(x), x)
             losses["r1"] = r1.detach()
             self._update(self.opt_D, self.D, r1 * (cfg.r1_gamma / 2) * cfg.r1_interval, losses)
 
@@ -163,7 +163,7 @@ class GAN2Trainer:
             self._update(self.opt_G, self.G, penalty * cfg.pl_weight * cfg.pl_interval, losses)
         with torch.no_grad():
             w_avg = self.G.mapping.w_avg
-            w_avg.copy_(self._global_mean(ws[:, 0].detach().mean(dim=0)).lerp(w_avg, cfg.w_avg_beta))
+            w_avg.copy_(global_mean(ws[:, 0].detach().mean(dim=0), self.world).lerp(w_avg, cfg.w_avg_beta))
 
         ema_update(self.Gs, self.G, ema_beta(batch, cfg.ema_kimg))
         self.images_seen += batch
@@ -195,18 +195,8 @@ class GAN2Trainer:
         (grad,) = torch.autograd.grad((images * y[part].to(device)).sum(), ws, create_graph=True)
         lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()  # [n]
         with torch.no_grad():
-            self.pl_mean.copy_(self.pl_mean.lerp(self._global_mean(lengths.mean()), cfg.pl_decay))
+            self.pl_mean.copy_(self.pl_mean.lerp(global_mean(lengths.mean(), self.world), cfg.pl_decay))
         return (lengths - self.pl_mean).square().mean()
-
-    def _global_mean(self, value: torch.Tensor) -> torch.Tensor:
-        """A per-process mean averaged over processes (equal slices: the global-batch mean)."""
-        if self.world.world_size > 1:
-            import torch.distributed as dist
-
-            value = value.clone()
-            dist.all_reduce(value)
-            value /= self.world.world_size
-        return value
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
