@@ -141,3 +141,27 @@ def test_projection_removes_the_condition():
     p = project_out(b, c)
     assert np.allclose((p[0] * c[0]).sum(1), 0, atol=1e-6)
     assert np.allclose(np.linalg.norm(p[0], axis=1), 1, atol=1e-6)
+
+
+def test_a_predictor_reads_the_crop_of_a_looser_framing():
+    from idinvert.align import Framing, utkface_framing
+    from idinvert.attributes import predictor_config_from_dict, predictor_entry
+    from idinvert.attributes.predictor import AttributePredictor, PredictorConfig, crop_between, crop_square
+
+    tight = utkface_framing(64)
+    assert crop_between(tight, tight) == pytest.approx((0.0, 0.0, 1.0), abs=1e-3)
+    # the same face at half the size, centred: the tight frame is the middle half of the loose one
+    half = {k: tuple(0.25 + 0.5 * v for v in getattr(tight, k)) for k in ("eye_left", "eye_right", "mouth")}
+    loose = Framing(**half, size=64)
+    assert crop_between(loose, tight) == pytest.approx((0.25, 0.25, 0.5), abs=1e-3)
+    x = torch.zeros(1, 1, 8, 8)
+    x[..., 2:6, 2:6] = 1.0  # the middle half is white
+    assert torch.allclose(crop_square(x, (0.25, 0.25, 0.5), 4), torch.ones(1, 1, 4, 4))
+    model = AttributePredictor(PredictorConfig(resolution=32, binary=("Smiling",), channels=(4, 8),
+                                               input_crop=(0.25, 0.25, 0.5)))
+    entry = predictor_entry(model)
+    assert predictor_config_from_dict(entry["config"]).input_crop == (0.25, 0.25, 0.5)
+    logits, age = model.eval()(torch.rand(2, 3, 64, 64))
+    assert logits.shape == (2, 1) and age.shape == (2,)
+    with pytest.raises(ConfigError, match="inside the image"):
+        PredictorConfig(input_crop=(0.8, 0.0, 0.5))

@@ -21,7 +21,6 @@ prep() {  # prep NAME SOURCE LABELS SPLIT
 }
 prep celeba_train celeba6k/images.tar celeba6k/attributes.csv train
 prep celeba_test celeba6k/images.tar celeba6k/attributes.csv test
-prep utk_train utkface/images.tar utkface/labels.csv train
 prep utk_test utkface/images.tar utkface/labels.csv test
 
 # 3. encoders: the conventional one (Eq. 1) on generated pairs, then the domain-guided one on real
@@ -33,13 +32,13 @@ run() {  # run DIR VERB ARGS…: start, or resume an unfinished run; DIR/done ma
     if [ -f "$dir/checkpoint.pt" ]; then $I "$@" --run-dir "$dir" --resume; else $I "$@" --run-dir "$dir"; fi
     touch "$dir/done"
 }
-run "$R/conv" train-conventional --pack "$R/base" --kimg 40 --batch 32 --lr 3e-4 --snapshot-kimg 10
-run "$R/enc" train-encoder --pack "$R/conv/pack" --data "$R/celeba_train" --warm-start --kimg 14 --batch 16 \
+run "$R/conv" train-conventional --pack "$R/base" --kimg 20 --batch 32 --lr 3e-4 --snapshot-kimg 5
+run "$R/enc" train-encoder --pack "$R/conv/pack" --data "$R/celeba_train" --warm-start --kimg 10 --batch 16 \
     --lr 2e-4 --snapshot-kimg 2
 
-# 4. attribute predictor in this framing (CelebA's 40 attributes, UTKFace age and gender), boundaries in Z
-run "$R/predictor" train-predictor --data "$R/utk_train" "$R/celeba_train" --test "$R/utk_test" "$R/celeba_test" \
-    --pack "$R/enc/pack" --kimg 45 --batch 64
+# 4. the attribute predictor (the bundled utkface64 one, reading the matching crop of this framing),
+#    then boundaries in Z
+[ -f "$R/predictor.done" ] || { .venv/bin/python scripts/dcgan_pack/add_predictor.py "$R/enc/pack"; touch "$R/predictor.done"; }
 for a in age gender smile eyeglasses mouth_open blond_hair; do
     $PY - "$R/enc/pack" "$a" <<'PYEOF' || { step "boundary $a"; $I train-boundary --model "$R/enc/pack" --attribute "$a" --samples 6000 --search-samples 64; }
 import sys

@@ -28,6 +28,8 @@ def predictor_config_from_dict(data: dict) -> PredictorConfig:
     data = dict(data)
     data["binary"] = tuple(data.get("binary", ()))
     data["channels"] = tuple(data.get("channels", PredictorConfig().channels))
+    if data.get("input_crop") is not None:
+        data["input_crop"] = tuple(data["input_crop"])
     return from_dict(PredictorConfig, data, what="predictor config")
 
 
@@ -51,8 +53,10 @@ def save_predictor(model: AttributePredictor, path: Path) -> None:
 
 def predictor_entry(model: AttributePredictor, report: dict | None = None) -> dict:
     c = model.config
-    return {"file": PREDICTOR_FILE, "config": {"resolution": c.resolution, "binary": list(c.binary),
-                                                "channels": list(c.channels)}, "report": report or {}}
+    config = {"resolution": c.resolution, "binary": list(c.binary), "channels": list(c.channels)}
+    if c.input_crop is not None:
+        config["input_crop"] = list(c.input_crop)
+    return {"file": PREDICTOR_FILE, "config": config, "report": report or {}}
 
 
 def predictor_output(name: str, predictor: AttributePredictor) -> str:

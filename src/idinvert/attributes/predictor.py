@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
     "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
@@ -40,6 +42,17 @@ class PredictorConfig:
     resolution: int = 64  # input side, the pack's resolution
     binary: tuple[str, ...] = CELEBA_ATTRIBUTES  # binary attribute names (logit outputs)
     channels: tuple[int, ...] = (32, 64, 128, 256)  # widths of the residual stages
+    # (left, top, side) in unit coordinates of the input: the square that a predictor trained in a
+    # tighter framing reads (resampled to ``resolution``); None = the whole image
+    input_crop: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_crop is not None:
+            crop = tuple(float(v) for v in self.input_crop)
+            if len(crop) != 3 or not (0 < crop[2] <= 1 and 0 <= crop[0] <= 1 - crop[2] + 1e-6
+                                      and 0 <= crop[1] <= 1 - crop[2] + 1e-6):
+                raise ConfigError(f"input_crop must be (left, top, side) of a square inside the image, got {crop}")
+            object.__setattr__(self, "input_crop", crop)
 
 
 class _Stage(nn.Module):
@@ -75,7 +88,9 @@ class AttributePredictor(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         r = self.config.resolution
-        if x.shape[-1] != r:
+        if self.config.input_crop is not None:
+            x = crop_square(x, self.config.input_crop, r)
+        elif x.shape[-1] != r:
             x = F.interpolate(x, size=(r, r), mode="area" if x.shape[-1] > r else "bilinear", align_corners=None)
         return self.stages(self.stem(x)).mean(dim=(2, 3))
 
@@ -99,6 +114,31 @@ class AttributePredictor(nn.Module):
     @property
     def names(self) -> tuple[str, ...]:
         return ("age",) + tuple(self.config.binary)
+
+
+def crop_square(x: torch.Tensor, crop: tuple[float, float, float], size: int) -> torch.Tensor:
+    """The square ``(left, top, side)`` (unit coordinates) of images ``[N, C, H, W]``, bilinearly
+    resampled to ``size``×``size`` (differentiable, exact for fractional boxes)."""
+    left, top, side = crop
+    theta = torch.tensor([[side, 0.0, 2 * left + side - 1], [0.0, side, 2 * top + side - 1]],
+                         dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), [x.shape[0], x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def crop_between(outer, inner) -> tuple[float, float, float]:
+    """The square of an image in framing ``outer`` that holds what framing ``inner`` frames
+    (least-squares scale and shift between their landmark points; both are upright)."""
+    import numpy as np
+
+    a = np.array([outer.eye_left, outer.eye_right, outer.mouth], dtype=np.float64)  # unit coords, outer
+    b = np.array([inner.eye_left, inner.eye_right, inner.mouth], dtype=np.float64)  # same points, inner
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    scale = float((ac * bc).sum() / (ac * ac).sum())  # inner = scale · outer + shift
+    shift = b.mean(0) - scale * a.mean(0)
+    side = 1.0 / scale
+    left, top = -shift / scale
+    return (round(float(left), 4), round(float(top), 4), round(side, 4))
 
 
 @dataclass
