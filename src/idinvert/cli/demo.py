@@ -135,7 +135,7 @@ def _interpolation_cells(folder: Path, pack, aligned, codes: torch.Tensor, seed:
     g = pack.generator
     z = torch.randn(1, g.z_dim, generator=torch.Generator().manual_seed(seed)).to(pack.device)
     with torch.no_grad():
-        other = g.sample_codes(z)  # a generated face (with the model's truncation)
+        other = g.sample_codes(z, truncation_psi=0.7)  # a typical generated face (truncated towards the mean)
     path = interpolate(codes[:1], other, steps=len(STRENGTHS) - 2)[0, 0]  # [4, L, C]
     images = synthesize(g, path).cpu()
     cells = []
