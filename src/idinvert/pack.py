@@ -44,7 +44,7 @@ from .safety import read_json
 PACK_FORMAT = "idinvert-pack"
 PACK_VERSION = 1
 DEFAULT_PACK = "default"
-BUNDLED_PACKS = {"default": "dcgan-faces64"}  # names users may pass instead of a folder
+BUNDLED_PACKS = {"default": "utkface64"}  # names users may pass instead of a folder
 
 _NETWORKS = {  # config.json key: (file, network class, config class); G's and D's by their kinds
     "generator": ("generator.safetensors", None, None),
