@@ -67,16 +67,19 @@ def _check_host(host: str) -> None:
                               f"address of this computer") from None
 
 
-def _stop_on_sigterm():
-    """``kill`` and service managers send SIGTERM: stop as on Ctrl-C (werkzeug ends serve_forever).
-    Returns the previous handler (None outside the main thread, where signals cannot be handled)."""
+def _stop_on_signals() -> dict | None:
+    """``kill`` and service managers send SIGTERM: stop as on Ctrl-C (werkzeug ends serve_forever). Ctrl-C
+    stops the server even when it was started with SIGINT ignored (a background job of a script inherits
+    that, and Python then never raises KeyboardInterrupt). Returns the previous handlers (None outside
+    the main thread, where signals cannot be handled)."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, stop)
+    return {signal.SIGTERM: signal.signal(signal.SIGTERM, stop),
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     pack = open_pack(args)
     app = create_app(pack, options)
     state, server = app.extensions["idinvert"], None
-    previous_handler = _stop_on_sigterm()
+    previous_handlers = _stop_on_signals()
     try:
         try:
             server = make_server(app, args.host, args.port)
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             server.server_close()
         state.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in (previous_handlers or {}).items():
+            signal.signal(signum, handler)
     info(args, "idinvert serve: stopped; the uploaded photos are deleted")
     return 0
