@@ -164,22 +164,23 @@ def _inside_pack(folder: Path, relative: object) -> Path:
     return path
 
 
+def _registered_kind(config: dict, key: str, registry: dict) -> str:
+    """The kind a pack's ``config.json`` names under ``key`` (packs before the field: "stylegan")."""
+    kind = config.get(key, "stylegan")
+    if not isinstance(kind, str) or kind not in registry:
+        raise CheckpointError(f"unknown {key} {str(kind)[:40]!r} in config.json; this idinvert knows "
+                              f"{', '.join(registry)}")
+    return kind
+
+
 def generator_kind(config: dict) -> str:
     """The generator kind a pack's ``config.json`` names (packs before the field: "stylegan")."""
-    kind = config.get("generator_kind", "stylegan")
-    if not isinstance(kind, str) or kind not in GENERATOR_KINDS:
-        raise CheckpointError(f"unknown generator_kind {str(kind)[:40]!r} in config.json; this idinvert knows "
-                              f"{', '.join(GENERATOR_KINDS)}")
-    return kind
+    return _registered_kind(config, "generator_kind", GENERATOR_KINDS)
 
 
 def discriminator_kind(config: dict) -> str:
     """The discriminator kind a pack's ``config.json`` names (packs before the field: "stylegan")."""
-    kind = config.get("discriminator_kind", "stylegan")
-    if not isinstance(kind, str) or kind not in DISCRIMINATOR_KINDS:
-        raise CheckpointError(f"unknown discriminator_kind {str(kind)[:40]!r} in config.json; this idinvert "
-                              f"knows {', '.join(DISCRIMINATOR_KINDS)}")
-    return kind
+    return _registered_kind(config, "discriminator_kind", DISCRIMINATOR_KINDS)
 
 
 def load_network(folder: Path, key: str, config: dict) -> nn.Module:

@@ -15,6 +15,12 @@ from torch import nn
 from ..errors import CheckpointError
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line (its type's name when it has no message), for one-line errors."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a ``.pth`` state_dict safely; a clear error for missing or foreign files."""
     path = Path(path)
@@ -23,8 +29,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch weight file ({first})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch weight file ({first_line(exc)})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

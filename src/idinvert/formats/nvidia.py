@@ -37,7 +37,7 @@ from ..errors import CheckpointError, ConfigError
 from ..networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator, channel_layout
 from ..networks.stylegan2_discriminator import StyleGAN2Discriminator
 from ..networks.stylegan2_layers import fir_filter
-from .common import load_strict
+from .common import first_line, load_strict
 
 SNAPSHOT_FORMAT = "nvidia-stylegan2-ada"
 
@@ -188,8 +188,7 @@ def read_snapshot(path: str | Path) -> dict[str, Any]:
     except CheckpointError:
         raise
     except Exception as exc:  # a truncated or foreign file: pickle raises many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable stylegan2-ada-pytorch snapshot ({first})") from None
+        raise CheckpointError(f"{path}: not a readable stylegan2-ada-pytorch snapshot ({first_line(exc)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("G_ema"), PersistentObject):
         raise CheckpointError(f"{path}: not a stylegan2-ada-pytorch snapshot (no G_ema network)")
     return data

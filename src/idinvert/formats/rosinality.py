@@ -26,7 +26,7 @@ from ..fileio import atomic_path
 from ..networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator, channel_layout
 from ..networks.stylegan2_discriminator import StyleGAN2Discriminator
 from ..networks.stylegan2_layers import fir_filter
-from .common import load_strict
+from .common import first_line, load_strict
 
 CHECKPOINT_FORMAT = "rosinality-stylegan2"
 LR_MLP = 0.01  # rosinality Generator(lr_mlp=0.01): not saved in checkpoints
@@ -105,8 +105,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign, unsafe or corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable rosinality checkpoint ({first[:300]})") from None
+        raise CheckpointError(f"{path}: not a readable rosinality checkpoint ({first_line(exc)})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
         raise CheckpointError(f"{path}: not a rosinality stylegan2-pytorch checkpoint (no 'g_ema' state_dict)")
     return ckpt

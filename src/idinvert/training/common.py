@@ -124,6 +124,23 @@ def ema_beta(batch: int, half_life_kimg: float) -> float:
     return 0.5 ** (batch / max(half_life_kimg * 1000.0, 1e-8))
 
 
+GAN_STATE = ("G", "D", "Gs", "opt_G", "opt_D")  # what every GAN trainer checkpoints besides its counters
+
+
+def gan_state(trainer) -> dict:
+    """A GAN trainer's networks, optimisers and counters, for its checkpoint."""
+    return {key: getattr(trainer, key).state_dict() for key in GAN_STATE} | {
+        "images_seen": trainer.images_seen, "step_index": trainer.step_index}
+
+
+def load_gan_state(trainer, state: dict) -> None:
+    """The inverse of ``gan_state``."""
+    for key in GAN_STATE:
+        getattr(trainer, key).load_state_dict(state[key])
+    trainer.images_seen = int(state["images_seen"])
+    trainer.step_index = int(state["step_index"])
+
+
 def check_finite(losses: dict[str, torch.Tensor], step: int) -> None:
     bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
     if bad:

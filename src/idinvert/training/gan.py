@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..config import DiscriminatorConfig, GeneratorConfig
 from ..networks import Discriminator, StyleGANGenerator
 from .common import (Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update,
-                     global_mean, r1_penalty)
+                     gan_state, global_mean, load_gan_state, r1_penalty)
 from .data import seeded
 
 
@@ -160,18 +160,10 @@ class GANTrainer:
         return {k: float(v) for k, v in losses.items()}
 
     def state_dict(self) -> dict:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "Gs": self.Gs.state_dict(),
-                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
-                "images_seen": self.images_seen, "step_index": self.step_index}
+        return gan_state(self)
 
     def load_state_dict(self, state: dict) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.Gs.load_state_dict(state["Gs"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.images_seen = int(state["images_seen"])
-        self.step_index = int(state["step_index"])
+        load_gan_state(self, state)
 
 
 def sample_grid(generator: StyleGANGenerator, z: torch.Tensor, lod: float, *, psi: float = 1.0) -> torch.Tensor:

@@ -29,7 +29,7 @@ from ..config import from_dict
 from ..errors import ConfigError
 from ..networks import StyleGAN2Config, StyleGAN2Discriminator, StyleGAN2Generator
 from .common import (Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update,
-                     global_mean, r1_penalty)
+                     gan_state, global_mean, load_gan_state, r1_penalty)
 from .data import seeded
 from .gan import mix_styles
 
@@ -200,19 +200,11 @@ class GAN2Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "Gs": self.Gs.state_dict(),
-                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(), "pl_mean": self.pl_mean.cpu(),
-                "images_seen": self.images_seen, "step_index": self.step_index}
+        return gan_state(self) | {"pl_mean": self.pl_mean.cpu()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.Gs.load_state_dict(state["Gs"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
+        load_gan_state(self, state)
         self.pl_mean.copy_(state["pl_mean"])
-        self.images_seen = int(state["images_seen"])
-        self.step_index = int(state["step_index"])
 
 
 # --- runs -----------------------------------------------------------------------------------------------------
