@@ -26,6 +26,7 @@ from torch import nn
 from .errors import ConfigError, NonFiniteError
 from .safety import check_float, check_int
 from .networks import DomainGuidedEncoder, CodeGenerator, VGG16Features
+from .networks.derived import remembering
 
 METHODS = ("in-domain", "encoder", "mse", "conventional")
 MAX_STEPS = 1_000_000  # optimisation steps of one inversion (the paper uses 100; baselines a few 1000)
@@ -110,7 +111,11 @@ class InversionResult:
 
 @contextlib.contextmanager
 def frozen(*modules: nn.Module | None) -> Iterator[None]:
-    """Eval mode and no parameter gradients inside the block; previous state restored after."""
+    """Eval mode and no parameter gradients inside the block; previous state restored after.
+
+    Inside the block the layers also compute weights derived from their parameters once
+    (``networks.derived``), not at every forward pass.
+    """
     saved = []
     for m in modules:
         if m is None:
@@ -119,7 +124,8 @@ def frozen(*modules: nn.Module | None) -> Iterator[None]:
         m.eval()
         m.requires_grad_(False)
     try:
-        yield
+        with remembering(*modules):
+            yield
     finally:
         for m, training, flags in saved:
             m.train(training)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import EncoderConfig
+from .derived import derived
 from .layers import LRELU_SLOPE, BiasHolder
 
 
@@ -114,7 +115,8 @@ class LastBlock(nn.Module):
         self.bn = BatchNormLayer(out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.linear(x.flatten(1), self.fc.weight * self.scale)
+        weight = derived(self, "weight", lambda: self.fc.weight * self.scale, self.fc.weight)
+        x = F.linear(x.flatten(1), weight)
         return self.bn(x[:, :, None, None])[:, :, 0, 0]
 
 

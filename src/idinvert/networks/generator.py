@@ -15,8 +15,9 @@ from torch import nn
 
 from ..config import GeneratorConfig
 from .base import NOISE_MODES, CodeGenerator
+from .derived import derived
 from .layers import (LRELU_SLOPE, BiasHolder, Blur, DenseLayer, WeightHolder, instance_norm,
-                     pixel_norm, upsample_conv)
+                     pixel_norm, upsample_conv, upsample_kernel)
 
 
 class MappingNetwork(nn.Module):
@@ -118,7 +119,8 @@ class ConvLayer(nn.Module):
         self.epilogue = Epilogue(out_channels, resolution, w_dim)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
-        return self.epilogue(F.conv2d(x, self.conv.weight * self.scale, padding=1), w, noise_mode)
+        weight = derived(self, "weight", lambda: self.conv.weight * self.scale, self.conv.weight)
+        return self.epilogue(F.conv2d(x, weight, padding=1), w, noise_mode)
 
 
 class UpConvLayer(nn.Module):
@@ -147,7 +149,9 @@ class UpConvLayer(nn.Module):
         return self.conv.weight.flip(2, 3).permute(2, 3, 1, 0) * self.scale
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
-        x = self.blur(upsample_conv(x, self.kernel_hwio()))
+        source = self.weight if self.fused else self.conv.weight
+        kernel = derived(self, "kernel", lambda: upsample_kernel(self.kernel_hwio()), source)
+        x = self.blur(upsample_conv(x, kernel=kernel))
         return self.epilogue(x, w, noise_mode)
 
 
@@ -161,7 +165,8 @@ class ToRGB(nn.Module):
         self.scale = 1.0 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.conv.weight * self.scale, self.bias)
+        weight = derived(self, "weight", lambda: self.conv.weight * self.scale, self.conv.weight)
+        return F.conv2d(x, weight, self.bias)
 
 
 class SynthesisNetwork(nn.Module):

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .derived import derived
+
 LRELU_SLOPE = 0.2
 
 
@@ -49,7 +51,9 @@ class DenseLayer(nn.Module):
         self.activate = activate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.linear(x, self.fc.weight * self.scale, self.wscale.bias * self.lr_mul)
+        weight = derived(self, "weight", lambda: self.fc.weight * self.scale, self.fc.weight)
+        bias = derived(self, "bias", lambda: self.wscale.bias * self.lr_mul, self.wscale.bias)
+        x = F.linear(x, weight, bias)
         return F.leaky_relu(x, LRELU_SLOPE) if self.activate else x
 
 
@@ -65,7 +69,8 @@ class EqualConv2d(nn.Module):
         self.padding = kernel_size // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+        weight = derived(self, "weight", lambda: self.weight * self.scale, self.weight)
+        return F.conv2d(x, weight, self.bias, padding=self.padding)
 
 
 def blur_kernel(channels: int) -> torch.Tensor:
@@ -97,9 +102,17 @@ def sum_shifts_4x4(kernel_hwio: torch.Tensor) -> torch.Tensor:
     return k[1:, 1:] + k[:-1, 1:] + k[1:, :-1] + k[:-1, :-1]
 
 
-def upsample_conv(x: torch.Tensor, kernel_hwio: torch.Tensor) -> torch.Tensor:
-    """The official fused up-conv: transposed convolution, stride 2, with the summed 4×4 kernel."""
-    k = sum_shifts_4x4(kernel_hwio).permute(2, 3, 0, 1)  # [in, out, 4, 4]
+def upsample_kernel(kernel_hwio: torch.Tensor) -> torch.Tensor:
+    """The transposed-convolution kernel ``[in, out, 4, 4]`` of ``upsample_conv``, contiguous (the
+    convolution would copy a permuted one at every call)."""
+    return sum_shifts_4x4(kernel_hwio).permute(2, 3, 0, 1).contiguous()
+
+
+def upsample_conv(x: torch.Tensor, kernel_hwio: torch.Tensor | None = None, *,
+                  kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """The official fused up-conv: transposed convolution, stride 2, with the summed 4×4 kernel
+    (``kernel``: that kernel already made by ``upsample_kernel``)."""
+    k = upsample_kernel(kernel_hwio) if kernel is None else kernel  # [in, out, 4, 4]
     return F.conv_transpose2d(x, k, stride=2, padding=1)
 
 
