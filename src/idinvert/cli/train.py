@@ -17,7 +17,7 @@ from ..fileio import check_output_dir
 from ..pack import check_pack_target, load_pack
 from ..training.common import init_distributed
 from ..training.data import prepare_dataset
-from ..training.distill import DistillConfig
+from ..training.distill import STUDENT_ARCHS, DistillConfig, student_config
 from ..training.drivers import export_run, run_distill, run_encoder, run_gan
 from ..training.encoder import EncoderTrainConfig
 from ..training.gan import GANTrainConfig
@@ -111,21 +111,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 def register_distill(sub: argparse._SubParsersAction) -> None:
     d = DistillConfig()
     s = d.student
-    p = sub.add_parser("distill", help="distil a pack's generator into a StyleGAN with W+ codes",
-                       description="Train a StyleGAN student to reproduce a teacher pack's generator on the "
-                                   "teacher's own z ~ N(0, I) (pixel L1 + LPIPS-alex + a style-mixing term), "
+    p = sub.add_parser("distill", help="distil a pack's generator into a StyleGAN (or StyleGAN2) with W+ codes",
+                       description="Train a StyleGAN or StyleGAN2 student to reproduce a teacher pack's generator "
+                                   "on the teacher's own z ~ N(0, I) (pixel L1 + LPIPS-alex + a style-mixing term), "
                                    "optionally followed by a short adversarial phase on real photos.")
     p.add_argument("--teacher", required=True, help="the pack whose generator is distilled (e.g. dcgan-faces64)")
     p.add_argument("--data", type=Path, help="real photos in the teacher's framing (needed with --adv-kimg)")
     p.add_argument("--kimg", type=float, default=d.total_kimg, help=f"regression images, thousands (default {d.total_kimg:g})")
     p.add_argument("--adv-kimg", type=float, default=0.0, help="adversarial fine-tuning images after it (default 0)")
+    p.add_argument("--arch", choices=STUDENT_ARCHS, default=d.arch,
+                   help="the student: stylegan (AdaIN, the default) or stylegan2 (weight demodulation, no "
+                        "StyleGAN1 droplet artifact)")
     p.add_argument("--batch", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--w-dim", type=int, default=s.w_dim, help="C of the student's W+ rows (and its mapping width)")
     p.add_argument("--mapping-layers", type=int, default=s.mapping_layers)
     p.add_argument("--mapping-lr-mul", type=float, default=s.mapping_lr_mul)
-    p.add_argument("--fmaps-base", type=int, default=s.fmaps_base)
-    p.add_argument("--fmaps-max", type=int, default=s.fmaps_max)
+    p.add_argument("--fmaps-base", type=int, default=s.fmaps_base, help="channels at r px: min(base // r, max)")
+    p.add_argument("--fmaps-max", type=int, help="default 256 for stylegan, 128 for stylegan2 (about the same cost)")
     p.add_argument("--lambda-lpips", type=float, default=d.lambda_lpips)
     p.add_argument("--lambda-mix", type=float, default=d.lambda_mix)
     p.add_argument("--mixing-prob", type=float, default=d.mixing_prob)
@@ -268,15 +271,15 @@ def run_export(args: argparse.Namespace) -> int:
 def run_distill_verb(args: argparse.Namespace) -> int:
     world = init_distributed(args.device)
     teacher = load_pack(args.teacher, device="cpu").generator
-    student = GeneratorConfig(resolution=teacher.resolution, z_dim=teacher.z_dim, w_dim=args.w_dim,
-                              mapping_layers=args.mapping_layers, mapping_fmaps=args.w_dim,
-                              mapping_lr_mul=args.mapping_lr_mul, fmaps_base=args.fmaps_base, fmaps_max=args.fmaps_max)
+    student = student_config(args.arch, resolution=teacher.resolution, z_dim=teacher.z_dim, w_dim=args.w_dim,
+                             mapping_layers=args.mapping_layers, mapping_lr_mul=args.mapping_lr_mul,
+                             fmaps_base=args.fmaps_base, fmaps_max=args.fmaps_max)
     discriminator = DiscriminatorConfig(resolution=teacher.resolution, fmaps_base=32 * teacher.resolution,
                                         fmaps_max=128)
-    config = DistillConfig(student=student, total_kimg=args.kimg, adv_kimg=args.adv_kimg, batch_size=args.batch,
-                           lr=args.lr, lambda_lpips=args.lambda_lpips, lambda_mix=args.lambda_mix,
-                           mixing_prob=args.mixing_prob, lambda_adv=args.lambda_adv, discriminator=discriminator,
-                           ema_kimg=args.ema_kimg,
+    config = DistillConfig(arch=args.arch, student=student, total_kimg=args.kimg, adv_kimg=args.adv_kimg,
+                           batch_size=args.batch, lr=args.lr, lambda_lpips=args.lambda_lpips,
+                           lambda_mix=args.lambda_mix, mixing_prob=args.mixing_prob, lambda_adv=args.lambda_adv,
+                           discriminator=discriminator, ema_kimg=args.ema_kimg,
                            seed=args.seed if args.seed is not None else 0)
     del teacher
     outcome = run_distill(config, args.teacher, args.data, _options(args, args.kimg + args.adv_kimg), world=world,

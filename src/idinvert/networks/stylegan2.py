@@ -78,6 +78,12 @@ class StyleGAN2Config:
     def channels(self, resolution: int) -> int:
         return min(self.channel_base // resolution, self.channel_max)
 
+    def layer_resolution(self, index: int) -> int:
+        """The resolution W+ row ``index`` acts at: row 0 drives the 4 px conv1; row 2i − 1 the conv0
+        that upsamples to 2^(i+2) (and the toRGB below it), row 2i that resolution's conv1; the last
+        row only the final toRGB (at R)."""
+        return min(2 ** ((index + 1) // 2 + 2), self.resolution)
+
 
 def channel_layout(widths: dict[int, int]) -> tuple[int, int] | None:
     """The smallest ``(channel_base, channel_max)`` giving ``widths`` {resolution: channels} as
@@ -237,3 +243,9 @@ class StyleGAN2Generator(CodeGenerator):
 
     def mean_code(self) -> torch.Tensor:
         return self.mapping.w_avg.unsqueeze(0).repeat(self.num_ws, 1)
+
+    @torch.no_grad()
+    def update_w_avg(self, ws: torch.Tensor, beta: float) -> None:
+        """EMA of row 0 of W+ codes ``[N, num_ws, w_dim]`` (``w_avg_beta``, 0.995 in training)."""
+        w_avg = self.mapping.w_avg
+        w_avg.lerp_(ws[:, 0].mean(dim=0).to(w_avg.dtype), 1.0 - beta)

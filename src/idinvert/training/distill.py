@@ -1,7 +1,8 @@
 """Distilling any pack's generator (the teacher) into a StyleGAN with layer-wise W+ codes (the student).
 
-For the teacher's own prior samples z ~ N(0, I), the student (the project's StyleGAN, whose mapping
-takes the same z) learns to reproduce the teacher's image — a regression with an exact target per
+For the teacher's own prior samples z ~ N(0, I), the student (the project's StyleGAN, or with
+``arch="stylegan2"`` a StyleGAN2, whose weight demodulation avoids StyleGAN1's "droplet" artifact;
+either maps the same z) learns to reproduce the teacher's image — a regression with an exact target per
 sample, much cheaper than adversarial training:
 
     L = λ_l1·mean|S(z) − T(z)| + λ_lpips·LPIPS_alex(S(z), T(z)) + λ_mix·L_mix
@@ -9,7 +10,8 @@ sample, much cheaper than adversarial training:
 ``L_mix`` keeps the W+ rows separable (what style mixing relies on): for a share of the batch the
 rows from a random cutoff c on come from another sample z₂; those layers act at resolutions above
 the coarse ones, so the mixed image, low-passed to the resolution of layer c − 1, must still equal
-the low-passed teacher image of z. Adam (β 0, 0.99), an EMA copy of the student, ``w_avg`` tracking.
+the low-passed teacher image of z (each generator's config says at which resolution a W+ row acts).
+Adam (β 0, 0.99), an EMA copy of the student, ``w_avg`` tracking.
 
 Optionally (``adv_kimg``), a short adversarial phase follows: the same regression plus
 λ_adv·softplus(−D(S(z))) against a discriminator trained on real photos in the teacher's framing
@@ -19,6 +21,9 @@ the teacher (the regression term stays on).
 Deliberate differences from GAN training: the mapping network learns at full rate (``mapping_lr_mul``
 1, not 0.01 — with 0.01 the student ignores z and learns the mean face), and the synthesis uses the
 fixed noise buffers, since the teacher's images have no per-sample noise to imitate.
+
+The trainer only uses what both student kinds share: ``sample_codes(z, truncation_psi=1)`` (W+ with
+gradients), ``synthesize``, ``update_w_avg`` and ``config.layer_resolution``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 
 from ..config import DiscriminatorConfig, GeneratorConfig
 from ..errors import ConfigError
-from ..networks import CodeGenerator, Discriminator, StyleGANGenerator
+from ..networks import GENERATOR_KINDS, CodeGenerator, Discriminator, StyleGAN2Config
 from .common import (Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update,
                      global_mean, r1_penalty)
 from .data import seeded
@@ -39,6 +44,27 @@ from .gan import mix_styles
 
 
 LPIPS_MIN_SIDE = 32  # AlexNet's trunk needs at least this much
+STUDENT_ARCHS = ("stylegan", "stylegan2")  # the generator kinds a student may be
+
+
+def student_config(arch: str, *, resolution: int = 64, z_dim: int = 100, w_dim: int = 256, mapping_layers: int = 4,
+                   mapping_lr_mul: float = 1.0, fmaps_base: int = 2048, fmaps_max: int | None = None
+                   ) -> GeneratorConfig | StyleGAN2Config:
+    """The student's configuration for ``arch``: by default a 64 px student a CPU can train, with channels
+    min(fmaps_base // r, fmaps_max) of 256, 256, 128, 64, 32 (StyleGAN) or 128, 128, 128, 64, 32 (StyleGAN2)
+    at 4 … 64 px. ``fmaps_max`` None picks the kind's: StyleGAN2's modulated convolutions scale every
+    sample's weights, which makes the wide 4 and 8 px layers cost most; at 128 they cost about as much
+    as the StyleGAN's per step."""
+    if fmaps_max is None:
+        fmaps_max = 128 if arch == "stylegan2" else 256
+    if arch == "stylegan":
+        return GeneratorConfig(resolution=resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
+                               mapping_fmaps=w_dim, mapping_lr_mul=mapping_lr_mul, fmaps_base=fmaps_base,
+                               fmaps_max=fmaps_max)
+    if arch == "stylegan2":
+        return StyleGAN2Config(resolution=resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
+                               mapping_lr_mul=mapping_lr_mul, channel_base=fmaps_base, channel_max=fmaps_max)
+    raise ConfigError(f"the student architecture must be one of {', '.join(STUDENT_ARCHS)}, got {arch!r}")
 
 
 def _lpips_size(*images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -52,9 +78,8 @@ def _lpips_size(*images: torch.Tensor) -> tuple[torch.Tensor, ...]:
 class DistillConfig:
     """Hyperparameters of a distillation run."""
 
-    student: GeneratorConfig = field(default_factory=lambda: GeneratorConfig(
-        resolution=64, z_dim=100, w_dim=256, mapping_layers=4, mapping_fmaps=256, mapping_lr_mul=1.0,
-        fmaps_base=2048, fmaps_max=256))
+    arch: str = "stylegan"  # the student's generator kind: stylegan (AdaIN) or stylegan2 (demodulation)
+    student: GeneratorConfig | StyleGAN2Config | None = None  # its network; None: student_config(arch)
     total_kimg: float = 300.0  # regression images, thousands
     adv_kimg: float = 0.0  # adversarial fine-tuning images after the regression, thousands (0 = none)
     batch_size: int = 32  # global minibatch
@@ -74,6 +99,11 @@ class DistillConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.student is None:
+            object.__setattr__(self, "student", student_config(self.arch))
+        if self.arch not in STUDENT_ARCHS or not isinstance(self.student, GENERATOR_KINDS[self.arch][1]):
+            raise ConfigError(f"distill: the student must be a {' or '.join(STUDENT_ARCHS)} configuration that "
+                              f"matches arch {self.arch!r}, got {type(self.student).__name__}")
         if self.total_kimg < 0 or self.adv_kimg < 0 or self.batch_size < 1 or not 0 < self.lr < 1:
             raise ConfigError("distill: kimg values must be ≥ 0, the batch ≥ 1 and lr in (0, 1)")
         if not 0 <= self.mixing_prob <= 1 or min(self.lambda_l1, self.lambda_lpips, self.lambda_mix,
@@ -100,7 +130,7 @@ class DistillTrainer:
         device = self.world.device
         torch.manual_seed(config.seed)
         self.T = teacher.to(device).eval().requires_grad_(False)
-        self.S = StyleGANGenerator(s).to(device).train()
+        self.S = GENERATOR_KINDS[config.arch][0](s).to(device).train()
         broadcast_state(self.S, self.world)
         self.Ss = copy.deepcopy(self.S).eval().requires_grad_(False)
         self.lpips = load_lpips("alex", device) if config.lambda_lpips > 0 else None
@@ -135,7 +165,7 @@ class DistillTrainer:
         cfg = self.config
         with torch.no_grad():
             target = self.T.synthesize(self.T.sample_codes(z, truncation_psi=1.0))
-        wp = self.S.mapping(z)
+        wp = self.S.sample_codes(z, truncation_psi=1.0)  # [N, L, C], with gradients
         image = self.S.synthesize(wp)
         terms = {"l1": (image - target).abs().mean()}
         total = cfg.lambda_l1 * terms["l1"]
@@ -144,7 +174,7 @@ class DistillTrainer:
             total = total + cfg.lambda_lpips * terms["lpips"]
         if cfg.lambda_mix > 0 and bool(mixed.any()):
             cut = torch.full((int(mixed.sum()),), cutoff)
-            mix = self.S.synthesize(mix_styles(wp[mixed], self.S.mapping(z2[mixed]), cut))
+            mix = self.S.synthesize(mix_styles(wp[mixed], self.S.sample_codes(z2[mixed], truncation_psi=1.0), cut))
             side = self.S.config.layer_resolution(cutoff - 1)  # the coarsest resolution the cutoff leaves alone
             factor = self.S.resolution // side
             per_sample = (F.avg_pool2d(mix, factor) - F.avg_pool2d(target[mixed], factor)).abs().flatten(1).mean(1)
@@ -184,7 +214,7 @@ class DistillTrainer:
             raise ConfigError("the adversarial phase needs real photos (--data)")
         self.D.requires_grad_(True)
         with torch.no_grad():
-            fakes = self.S.synthesize(self.S.mapping(z))
+            fakes = self.S.synthesize(self.S.sample_codes(z, truncation_psi=1.0))
         reals = reals.detach().requires_grad_(cfg.r1_gamma > 0)
         real_scores = self.D(reals)
         loss = F.softplus(self.D(fakes)).mean() + F.softplus(-real_scores).mean()
@@ -204,7 +234,7 @@ class DistillTrainer:
     def comparison(self, z: torch.Tensor) -> torch.Tensor:
         """Teacher images above the EMA student's for the same z: ``[2·N, 3, R, R]``."""
         teacher = self.T.synthesize(self.T.sample_codes(z, truncation_psi=1.0))
-        return torch.cat([teacher, self.Ss.synthesize(self.Ss.mapping(z))]).clamp(-1, 1)
+        return torch.cat([teacher, self.Ss.synthesize(self.Ss.sample_codes(z, truncation_psi=1.0))]).clamp(-1, 1)
 
     def state_dict(self) -> dict:
         state = {"S": self.S.state_dict(), "Ss": self.Ss.state_dict(), "opt_S": self.opt_S.state_dict(),

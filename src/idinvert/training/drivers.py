@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, from_dict
 from ..errors import CheckpointError
 from ..images import make_grid, save_image
-from ..networks import Discriminator, StyleGAN2Discriminator, StyleGAN2Generator
+from ..networks import GENERATOR_KINDS, Discriminator, StyleGAN2Discriminator, StyleGAN2Generator
 from ..pack import ModelPack, copy_pack, load_pack, save_pack
 from ..perceptual import default_perceptual_config
 from .common import Distributed, load_checkpoint
 from .data import BatchSampler, ImageDataset, load_batch
-from .distill import DistillConfig, DistillTrainer
+from .distill import STUDENT_ARCHS, DistillConfig, DistillTrainer
 from .encoder import ConventionalTrainer, EncoderTrainConfig, EncoderTrainer
 from .gan import GANTrainConfig, GANTrainer, json_ready, train_gan
 from .gan2 import RUN_KIND as GAN2_RUN_KIND, export_gan2
@@ -156,15 +156,21 @@ def _check_encoder_fits(encoder: EncoderConfig, pack: ModelPack) -> None:
 
 
 def distill_config_from_dict(data: dict) -> DistillConfig:
+    """A distillation run's settings from its train_config.json (records before ``arch`` are StyleGAN students)."""
     data = dict(data)
-    data["student"] = from_dict(GeneratorConfig, data["student"])
+    arch = data.setdefault("arch", "stylegan")
+    if arch not in STUDENT_ARCHS:
+        raise CheckpointError(f"train_config.json: unknown student arch {str(arch)[:40]!r}; this idinvert knows "
+                              f"{', '.join(STUDENT_ARCHS)}")
+    data["student"] = from_dict(GENERATOR_KINDS[arch][1], data["student"], what="student")
     data["discriminator"] = from_dict(DiscriminatorConfig, data["discriminator"])
     return DistillConfig(**data)
 
 
 def run_distill(config: DistillConfig, teacher_dir: Path, data_dir: Path | None, options: RunOptions, *,
                 world: Distributed, name: str | None = None) -> RunOutcome:
-    """Distil a pack's generator into a StyleGAN; the finished student becomes ``RUN_DIR/pack``."""
+    """Distil a pack's generator into a StyleGAN or StyleGAN2 (``config.arch``); the finished student becomes
+    ``RUN_DIR/pack``."""
     teacher = load_pack(teacher_dir, device=world.device)
     dataset = sampler = None
     if config.adv_kimg > 0:
@@ -195,7 +201,7 @@ def run_distill(config: DistillConfig, teacher_dir: Path, data_dir: Path | None,
         raise ValueError("options.total_images must equal config.total_images (regression + adversarial)")
     outcome = run_training(trainer, step, options, config=record, world=world, snapshot=snapshot)
     if outcome.finished and world.is_main:
-        save_student_pack(trainer, teacher, options.run_dir / "pack", name=name or f"{teacher.name}-stylegan")
+        save_student_pack(trainer, teacher, options.run_dir / "pack", name=name or f"{teacher.name}-{config.arch}")
     return outcome
 
 
