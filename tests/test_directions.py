@@ -187,6 +187,10 @@ def test_the_directions_verb_end_to_end(pack_copy, tmp_path):
                  "--preview", "1", "--steps", "2", "--out", str(tmp_path / "gs"), "--add-to-pack", "--quiet"]) == 0
     names = ["sefa_01", "sefa_02", "sefa_03", "ganspace_01", "ganspace_02"]
     assert list(pack_directions(load_pack(pack_copy))) == names
+    # a chosen subset keeps config.json's order; an unknown name is one clear error
+    assert list(pack_directions(load_pack(pack_copy), ["ganspace_01", "sefa_02"])) == ["sefa_02", "ganspace_01"]
+    with pytest.raises(ConfigError, match="no direction 'sefa_09'"):
+        pack_directions(load_pack(pack_copy), ["sefa_09"])
     gs = json.loads((tmp_path / "gs" / "manifest.json").read_text())
     assert gs["samples"] == 200 and gs["directions"][0]["prior_std"] > 0
 

@@ -192,12 +192,18 @@ def ganspace(generator: CodeGenerator, *, layers: str | Sequence[int] | None = N
     return Directions("ganspace", vectors.float(), variances.float(), tuple(chosen), scales.float())
 
 
-def pack_directions(pack) -> dict[str, Boundary]:
+def pack_directions(pack, names: Sequence[str] | None = None) -> dict[str, Boundary]:
     """A pack's directions by name, in ``config.json`` order: ``"directions": {name: {"file": …,
-    "layers": […]}}`` (the listed layers override the file's)."""
+    "layers": […]}}`` (the listed layers override the file's); only ``names`` when given."""
     entries = pack.config.get("directions") or {}
     if not isinstance(entries, dict):
         raise ConfigError(f"{pack.path}/config.json: 'directions' must map names to {{file, layers}}")
+    if names is not None:
+        unknown = [n for n in names if n not in entries]
+        if unknown:
+            raise ConfigError(f"the pack {pack.name} has no direction {unknown[0][:40]!r}; it has "
+                              f"{', '.join(entries) or 'none'}")
+        entries = {k: v for k, v in entries.items() if k in set(names)}
     out = {}
     for name, entry in entries.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):

@@ -88,6 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="distances of the edit-quality sweep (default -3,3,7: -3, -2, …, 3)")
     p.add_argument("--boundaries", nargs="+", default=None, metavar="NAME",
                    help="the pack's boundaries to use (default: all)")
+    p.add_argument("--directions", nargs="+", default=None, metavar="NAME",
+                   help="the pack's label-free directions to measure, e.g. sefa_01 ganspace_01 (default: all)")
     p.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, metavar="PART",
                    help="leave out metrics (fid swd lpips id) or parts (interpolation manipulation ablation "
                         "edits directions lec pr)")
@@ -260,6 +262,8 @@ def command_line(args: argparse.Namespace, config: EvaluationConfig) -> str:
               "--metric-batch", str(config.metric_batch), "--seed", str(config.seed)]
     if config.boundaries:
         parts += ["--boundaries", *config.boundaries]
+    if args.directions:
+        parts += ["--directions", *args.directions]
     if config.skip:
         parts += ["--skip", *sorted(config.skip)]
     return shlex.join(parts)
@@ -278,7 +282,8 @@ def run(args: argparse.Namespace) -> int:
     boundaries = load_pack_boundaries(pack, config.boundaries) if pack.config.get("boundaries") else {}
     if config.boundaries and not boundaries:
         raise ConfigError(f"--boundaries: the pack {pack.path} has no boundaries")
-    directions = load_pack_directions(pack) if config.uses("edits") and config.uses("directions") else {}
+    directions = (load_pack_directions(pack, args.directions) if config.uses("edits") and config.uses("directions")
+                  else {})
     wants_predictor = (config.uses("edits") and (boundaries or directions)) or (config.uses("pr") and boundaries)
     predictor = load_predictor(pack) if pack.config.get("predictor") and wants_predictor else None
     info(args, f"evaluating {pack.name!r} on {data.images.shape[0]} images ({pack.resolution} px) on {pack.device}")
