@@ -159,7 +159,8 @@ def test_train_config_records_round_trip_and_old_ones_load_a_stylegan_student():
 
 
 def test_data_parallel_distillation_matches_one_process(tmp_path):
-    """Two gloo processes and one process, float64, the same global batches: the same student."""
+    """Two gloo processes and one process, float64, the same global batches: the same student, of
+    either kind (both trained in the same processes, which saves a second start of three)."""
     worker = str(Path(__file__).parent / "distill_worker.py")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for folder, cmd in (("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -167,12 +168,13 @@ def test_data_parallel_distillation_matches_one_process(tmp_path):
         (tmp_path / folder).mkdir()
         done = subprocess.run([*cmd, str(tmp_path / folder)], capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-    r0, r1, one = (torch.load(tmp_path / f / f"distill_rank{r}.pt", weights_only=True)
-                   for f, r in (("two", 0), ("two", 1), ("one", 0)))
-    for net in r0:
-        for key, value in r0[net].items():
-            assert torch.equal(value, r1[net][key]), f"ranks out of sync: {net}.{key}"
-            assert torch.allclose(value, one[net][key], rtol=1e-6, atol=1e-7), f"{net}.{key}"
+    for arch in STUDENT_ARCHS:
+        r0, r1, one = (torch.load(tmp_path / f / f"distill_{arch}_rank{r}.pt", weights_only=True)
+                       for f, r in (("two", 0), ("two", 1), ("one", 0)))
+        for net in r0:
+            for key, value in r0[net].items():
+                assert torch.equal(value, r1[net][key]), f"{arch}: ranks out of sync: {net}.{key}"
+                assert torch.allclose(value, one[net][key], rtol=1e-6, atol=1e-7), f"{arch}: {net}.{key}"
 
 
 def test_cli_under_torchrun_writes_one_pack(teacher_dir, tmp_path):

@@ -22,6 +22,7 @@ from idinvert.formats.rosinality import (load_rosinality_checkpoint, read_checkp
 from idinvert.formats.stylegan2 import load_stylegan2, stylegan2_file_format
 from idinvert.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 from idinvert.networks.stylegan2_discriminator import StyleGAN2Discriminator
+from idinvert.networks.stylegan2_layers import fir_filter, modulated_conv2d
 
 from conftest import shared_data
 
@@ -94,6 +95,49 @@ def test_conv_clamp_bounds_activations():
     # toRGB outputs are clamped to ±0.05 at each of the 3 resolutions, then upsampled and summed.
     assert img.abs().max() <= 3 * 0.05 + 1e-5
 
+
+
+@pytest.mark.parametrize("up", [False, True])
+@pytest.mark.parametrize("demodulate", [True, False])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_both_modulated_convolution_paths_agree(batch, demodulate, up):
+    """Per-sample weights with a grouped convolution (fused) and scaled activations around the shared
+    weight: the same outputs and the same gradients for the input, the styles and the weight."""
+    gen = torch.Generator().manual_seed(batch)
+    x, weight = torch.randn(batch, 5, 6, 6, generator=gen), torch.randn(7, 5, 3, 3, generator=gen)
+    styles = torch.rand(batch, 5, generator=gen) + 0.5
+    results = []
+    for fused in (True, False):
+        inputs = [t.clone().requires_grad_(True) for t in (x, weight, styles)]
+        y = modulated_conv2d(inputs[0], inputs[1], inputs[2], demodulate=demodulate, up=up, f=fir_filter(),
+                             fused=fused)
+        y.backward(torch.linspace(-1, 1, y.numel()).reshape(y.shape))
+        results.append([y.detach()] + [t.grad for t in inputs])
+    assert results[0][0].shape == (batch, 7, 12 if up else 6, 12 if up else 6)
+    for a, b in zip(*results):
+        assert max_err(a, b) < 1e-5 * max(1.0, float(a.abs().max()))
+
+
+@pytest.mark.parametrize("resolution", [4, 16])  # 4 px: no upsampling layer; 16 px: two
+@pytest.mark.parametrize("batch", [1, 3])
+def test_both_synthesis_paths_give_the_same_images_and_code_gradients(resolution, batch):
+    torch.manual_seed(0)
+    g = StyleGAN2Generator(tiny_config(resolution=resolution))
+    with torch.no_grad():  # non-zero noise strengths and biases
+        for p in g.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    codes = g.sample_codes(torch.randn(batch, 16, generator=torch.Generator().manual_seed(2))).detach()
+    results = []
+    for fused in (True, False):
+        c = codes.clone().requires_grad_(True)
+        img = g.synthesize(c, fused_modconv=fused)
+        img.square().mean().backward()
+        results.append((img.detach(), c.grad))
+        with torch.no_grad():  # the automatic choice is one of the two
+            assert max_err(g.synthesize(codes), img) < 1e-5
+    (img_a, grad_a), (img_b, grad_b) = results
+    assert max_err(img_a, img_b) < 1e-5
+    assert max_err(grad_a, grad_b) < 1e-6 + 1e-4 * float(grad_a.abs().max())
 
 # --- references of the original implementations ---------------------------------------------------------
 @pytest.fixture(scope="module", params=["sg2ada-tiny32", "sg2ada-tiny64"])

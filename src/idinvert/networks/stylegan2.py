@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import NOISE_MODES, CodeGenerator
-from .stylegan2_layers import FullyConnected, bias_act, fir_filter, modulated_conv2d, upsample2d
+from .stylegan2_layers import FullyConnected, bias_act, fir_filter, fused_modconv_pays, modulated_conv2d, upsample2d
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,10 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.up, self.conv_clamp = up, conv_clamp
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, noise_mode: str) -> torch.Tensor:
-        x = modulated_conv2d(x, self.weight.to(x.dtype), self.affine(w), demodulate=True, up=self.up, f=f)
+    def forward(self, x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, noise_mode: str,
+                fused: bool | None = None) -> torch.Tensor:
+        x = modulated_conv2d(x, self.weight.to(x.dtype), self.affine(w), demodulate=True, up=self.up, f=f,
+                             fused=fused)
         if noise_mode == "const":
             x = x + self.noise_const.to(x.dtype) * self.noise_strength
         elif noise_mode == "random":
@@ -148,9 +150,9 @@ class ToRGBLayer(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_channels)
         self.conv_clamp = conv_clamp
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool | None = None) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight.to(x.dtype), styles, demodulate=False)
+        x = modulated_conv2d(x, self.weight.to(x.dtype), styles, demodulate=False, fused=fused)
         return bias_act(x, self.bias, activate=False, clamp=self.conv_clamp)
 
 
@@ -180,17 +182,18 @@ class SynthesisNetwork(nn.Module):
             self.add_module(f"b{res}", SynthesisBlock(config, res))
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", fused_modconv: bool | None = None) -> torch.Tensor:
         f, img, x = self.resample_filter, None, None
+        fused = fused_modconv_pays(ws.shape[0], torch.is_grad_enabled()) if fused_modconv is None else fused_modconv
         for i, res in enumerate(self.resolutions):
             block = getattr(self, f"b{res}")
             if res == 4:
                 x = block.const.to(ws.dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
-                x = block.conv1(x, ws[:, 0], f, noise_mode)
+                x = block.conv1(x, ws[:, 0], f, noise_mode, fused)
             else:  # rows 2i − 1 and 2i; the toRGB of a block shares its row with the next block's conv0
-                x = block.conv0(x, ws[:, 2 * i - 1], f, noise_mode)
-                x = block.conv1(x, ws[:, 2 * i], f, noise_mode)
-            y = block.torgb(x, ws[:, 2 * i + 1])
+                x = block.conv0(x, ws[:, 2 * i - 1], f, noise_mode, fused)
+                x = block.conv1(x, ws[:, 2 * i], f, noise_mode, fused)
+            y = block.torgb(x, ws[:, 2 * i + 1], fused)
             img = y if img is None else upsample2d(img, f) + y
         return img
 
@@ -214,13 +217,16 @@ class StyleGAN2Generator(CodeGenerator):
     def w_dim(self) -> int:
         return self.config.w_dim
 
-    def synthesize(self, codes: torch.Tensor, *, noise_mode: str = "const") -> torch.Tensor:
+    def synthesize(self, codes: torch.Tensor, *, noise_mode: str = "const",
+                   fused_modconv: bool | None = None) -> torch.Tensor:
         """Images ``[N, 3, R, R]`` from W+ codes ``[N, num_ws, w_dim]``; noise ``const`` (the stored
-        ``noise_const`` maps), ``random`` (fresh N(0, 1) maps) or ``none``."""
+        ``noise_const`` maps), ``random`` (fresh N(0, 1) maps) or ``none``. ``fused_modconv``: the
+        modulated convolutions' path (True: per-sample weights, False: scaled activations, None: the
+        faster for this batch size and grad mode; equal results within float rounding)."""
         self.check_codes(codes)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        return self.synthesis(codes, noise_mode)
+        return self.synthesis(codes, noise_mode, fused_modconv)
 
     def sample_codes(self, z: torch.Tensor, *, truncation_psi: float | None = None,
                      truncation_layers: int | None = None) -> torch.Tensor:
