@@ -8,6 +8,7 @@ pack into ``RUN_DIR/pack``. Under ``torchrun --nproc_per_node=K`` the verbs trai
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
@@ -119,9 +120,9 @@ def register_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="real photos in the teacher's framing (needed with --adv-kimg)")
     p.add_argument("--kimg", type=float, default=d.total_kimg, help=f"regression images, thousands (default {d.total_kimg:g})")
     p.add_argument("--adv-kimg", type=float, default=0.0, help="adversarial fine-tuning images after it (default 0)")
-    p.add_argument("--arch", choices=STUDENT_ARCHS, default=d.arch,
-                   help="the student: stylegan (AdaIN, the default) or stylegan2 (weight demodulation, no "
-                        "StyleGAN1 droplet artifact)")
+    p.add_argument("--arch", choices=STUDENT_ARCHS, default=None,
+                   help=f"the student: stylegan (AdaIN) or stylegan2 (weight demodulation, no StyleGAN1 droplet "
+                        f"artifact); default {d.arch}, or with --resume the run's own")
     p.add_argument("--batch", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--w-dim", type=int, default=s.w_dim, help="C of the student's W+ rows (and its mapping width)")
@@ -268,15 +269,28 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded(args: argparse.Namespace, key: str):
+    """With --resume, a setting as the run folder's train_config.json recorded it (None otherwise)."""
+    saved = args.run_dir / "train_config.json"
+    if not args.resume or not saved.is_file():
+        return None
+    try:
+        value = json.loads(saved.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None  # the runner reports an unreadable record
+    return value if isinstance(value, str) else None
+
+
 def run_distill_verb(args: argparse.Namespace) -> int:
     world = init_distributed(args.device)
     teacher = load_pack(args.teacher, device="cpu").generator
-    student = student_config(args.arch, resolution=teacher.resolution, z_dim=teacher.z_dim, w_dim=args.w_dim,
+    arch = args.arch or _recorded(args, "arch") or DistillConfig().arch
+    student = student_config(arch, resolution=teacher.resolution, z_dim=teacher.z_dim, w_dim=args.w_dim,
                              mapping_layers=args.mapping_layers, mapping_lr_mul=args.mapping_lr_mul,
                              fmaps_base=args.fmaps_base, fmaps_max=args.fmaps_max)
     discriminator = DiscriminatorConfig(resolution=teacher.resolution, fmaps_base=32 * teacher.resolution,
                                         fmaps_max=128)
-    config = DistillConfig(arch=args.arch, student=student, total_kimg=args.kimg, adv_kimg=args.adv_kimg,
+    config = DistillConfig(arch=arch, student=student, total_kimg=args.kimg, adv_kimg=args.adv_kimg,
                            batch_size=args.batch, lr=args.lr, lambda_lpips=args.lambda_lpips,
                            lambda_mix=args.lambda_mix, mixing_prob=args.mixing_prob, lambda_adv=args.lambda_adv,
                            discriminator=discriminator, ema_kimg=args.ema_kimg,
