@@ -71,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
     p.add_argument("--lambda-vgg", type=float, default=None, help="λ_vgg (default: the pack's calibrated value)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="pairs optimised together (default: 1 on CPU, 8 on GPU; results do not depend on it)")
+                   help="pairs optimised together (default: as for invert, 16 on a CPU for packs of 64 px or less, "
+                        "else 1; 8 on a GPU; results do not depend on it)")
     _add_common(p, run_diffuse)
 
 

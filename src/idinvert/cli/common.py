@@ -91,10 +91,21 @@ def parse_pair(text: str, name: str, limit: float = float("inf")) -> tuple[float
 
 
 MAX_BATCH = 4096  # images optimised together; memory grows with it
+SMALL_PACK = 64  # resolution up to which a CPU inverts faster per image in batches
+CPU_SMALL_BATCH = 16  # the batch size for such packs on a CPU (benchmarks/results/inversion_speed_cpu.md)
+
+
+def default_batch_size(pack: ModelPack) -> int:
+    """Images optimised together unless told otherwise: 8 on a GPU; on a CPU 16 for packs of at most
+    64 px (1.4× the images per second of batch 1 there) and 1 for larger ones (batching is slower
+    per image at 256 px). Measured in benchmarks/results/inversion_speed_cpu.md."""
+    if pack.device.type != "cpu":
+        return 8
+    return CPU_SMALL_BATCH if pack.resolution <= SMALL_PACK else 1
 
 
 def batch_size_of(args: argparse.Namespace, pack: ModelPack, option: str = "--batch-size") -> int:
-    """--batch-size when given (checked: 0 is not 'the default'), else 1 on CPU and 8 on a GPU."""
+    """--batch-size when given (checked: 0 is not 'the default'), else ``default_batch_size(pack)``."""
     if getattr(args, "batch_size", None) is None:
-        return 8 if pack.device.type == "cuda" else 1
+        return default_batch_size(pack)
     return check_int(args.batch_size, option, 1, MAX_BATCH)

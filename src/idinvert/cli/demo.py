@@ -25,8 +25,8 @@ from ..images import RESAMPLE, save_image, tensor_to_uint8
 from ..inversion import MAX_STEPS, InversionConfig
 from ..report import Report, environment, write_outputs
 from ..safety import check_int, check_seed, safe_name
-from .common import add_device, add_model, add_quiet, info, open_pack
-from .invert import default_batch_size, pack_identity, run_inversion
+from .common import add_device, add_model, add_quiet, default_batch_size, info, open_pack
+from .invert import pack_identity, run_inversion
 from .photos import align_photos, paste_faces
 
 STRENGTHS = (-3.0, -1.5, 1.5, 3.0)

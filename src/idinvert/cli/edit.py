@@ -18,8 +18,8 @@ from ..pack import ModelPack
 from ..report import Report, environment, write_outputs
 from ..safety import check_int
 from ..tuned import TunedWeights, synthesize_tuned
-from .common import add_device, add_model, add_quiet, info, open_pack, parse_pair, progress
-from .invert import Inverted, codes_from_inputs, default_batch_size, pack_identity, run_inversion
+from .common import add_device, add_model, add_quiet, default_batch_size, info, open_pack, parse_pair, progress
+from .invert import Inverted, codes_from_inputs, pack_identity, run_inversion
 from .refining import add_refine_options, refine_missing
 from .photos import AlignedPhotos, add_align_options, align_photos, paste_faces, photo_file
 

@@ -94,7 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave out metrics (fid swd lpips id) or parts (interpolation manipulation ablation "
                         "edits directions lec pr)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="images inverted together (default: 1 on CPU, 8 on GPU)")
+                   help="images inverted together (default: as for invert, 16 on a CPU for packs of 64 px or less, "
+                        "else 1; 8 on a GPU)")
     p.add_argument("--metric-batch", type=int, default=d.metric_batch,
                    help=f"images per batch when measuring (default {d.metric_batch}; raise it on a GPU)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of random codes, pairs and SWD (default 0)")

@@ -21,8 +21,8 @@ from ..pack import ModelPack, load_pack
 from ..training.common import Distributed, init_distributed
 from ..tuned import TunedWeights
 from .refining import REFINE_BATCH, add_refine_options, folder_tuning, refine_config_of, refine_invert_dir
-from .common import (MAX_BATCH, add_device, add_model, add_quiet, batch_size_of, check_lr, device_of, info,
-                     progress)
+from .common import (MAX_BATCH, add_device, add_model, add_quiet, batch_size_of, check_lr, default_batch_size,
+                     device_of, info, progress)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_inversion_options(p)
     add_refine_options(p)
     p.add_argument("--batch-size", type=int, default=None,
-                   help="images optimised together (default: 1 on CPU, where it is fastest per image; 8 on GPU)")
+                   help="images optimised together (default: on a CPU 16 for packs of 64 px or less and 1 for "
+                        "larger ones, whichever is fastest per image there; 8 on a GPU)")
     p.add_argument("--no-images", action="store_true",
                    help="write only codes.npy, encoder_codes.npy and manifest.json (for large data sets)")
     p.add_argument("--resume", action="store_true",
@@ -80,11 +81,6 @@ def inversion_config(args: argparse.Namespace) -> InversionConfig:
     return InversionConfig(method=args.method, steps=args.steps, lr=check_lr(args.lr), lambda_vgg=args.lambda_vgg,
                            lambda_dom=args.lambda_dom, init=args.init, early_stop=args.early_stop,
                            patience=args.patience)
-
-
-def default_batch_size(pack: ModelPack) -> int:
-    """1 on CPU (batching is slower per image there: benchmarks/results), 8 on a GPU."""
-    return 8 if pack.device.type == "cuda" else 1
 
 
 def run_inversion(args: argparse.Namespace, pack: ModelPack, images: torch.Tensor,
