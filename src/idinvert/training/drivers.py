@@ -82,6 +82,17 @@ def run_encoder(config: EncoderTrainConfig, pack_dir: Path, data_dir: Path | Non
     return outcome
 
 
+def real_photos(data_dir: Path | None, resolution: int, why: str) -> ImageDataset:
+    """The prepared photos a run trains on, refused in one line when missing or at another resolution."""
+    if data_dir is None:
+        raise CheckpointError(f"{why}: pass --data")
+    dataset = ImageDataset(data_dir)
+    if dataset.resolution != resolution:
+        raise CheckpointError(f"{data_dir} is prepared at {dataset.resolution}px, the generator makes "
+                              f"{resolution}px images; prepare the data at {resolution}")
+    return dataset
+
+
 def _encoder_run_parts(config: EncoderTrainConfig, pack: ModelPack, data_dir: Path | None, world: Distributed):
     _check_encoder_fits(config.encoder, pack)
     if config.kind == "conventional":
@@ -93,12 +104,7 @@ def _encoder_run_parts(config: EncoderTrainConfig, pack: ModelPack, data_dir: Pa
         def step() -> dict[str, float]:
             return trainer.train_step(config.batch_size)
     else:
-        if data_dir is None:
-            raise CheckpointError("the domain-guided encoder trains on real images: pass --data")
-        dataset = ImageDataset(data_dir)
-        if dataset.resolution != pack.resolution:
-            raise CheckpointError(f"{data_dir} is prepared at {dataset.resolution}px, the pack makes "
-                                  f"{pack.resolution}px images; prepare the data at {pack.resolution}")
+        dataset = real_photos(data_dir, pack.resolution, "the domain-guided encoder trains on real images")
         lambda_vgg = pack.perceptual_config.lambda_vgg if config.lambda_vgg is None else config.lambda_vgg
         trainer = EncoderTrainer(config, pack.generator, discriminator_for(pack), pack.perceptual, lambda_vgg, world)
         if config.warm_start:
@@ -174,12 +180,7 @@ def run_distill(config: DistillConfig, teacher_dir: Path, data_dir: Path | None,
     teacher = load_pack(teacher_dir, device=world.device)
     dataset = sampler = None
     if config.adv_kimg > 0:
-        if data_dir is None:
-            raise CheckpointError("the adversarial phase (--adv-kimg) trains on real photos: pass --data")
-        dataset = ImageDataset(data_dir)
-        if dataset.resolution != teacher.resolution:
-            raise CheckpointError(f"{data_dir} is prepared at {dataset.resolution}px, the teacher makes "
-                                  f"{teacher.resolution}px images")
+        dataset = real_photos(data_dir, teacher.resolution, "the adversarial phase (--adv-kimg) trains on real photos")
         sampler = BatchSampler(len(dataset), seed=config.seed, mirror=True)
     record = {"kind": "distill", "teacher": str(teacher_dir), "data": str(data_dir) if data_dir else None,
               **json_ready(_asdict(config))}
