@@ -133,6 +133,35 @@ def test_nan_stops_without_touching_the_weights():
     assert all(torch.equal(v, trainer.D.state_dict()[k]) for k, v in before.items())
 
 
+def test_max_minutes_stops_a_run_that_checkpoints_more_often(tmp_path):
+    """--max-minutes counts from the start of the chunk, not from the last periodic checkpoint."""
+    from idinvert.training.common import Distributed
+    from idinvert.training.runner import RunOptions, run_training
+
+    class Toy:  # a trainer whose step takes 20 ms
+        images_seen = step_index = 0
+
+        def state_dict(self) -> dict:
+            return {"images_seen": self.images_seen, "step_index": self.step_index}
+
+        def load_state_dict(self, state: dict) -> None:
+            self.images_seen, self.step_index = state["images_seen"], state["step_index"]
+
+    toy = Toy()
+
+    def step() -> dict[str, float]:
+        time.sleep(0.02)
+        toy.images_seen += 1
+        toy.step_index += 1
+        return {"loss": 0.0}
+
+    options = RunOptions(run_dir=tmp_path / "run", total_images=2_000, checkpoint_minutes=0.0,
+                         max_minutes=0.5 / 60, quiet=True)  # a checkpoint after every step, stop after 0.5 s
+    outcome = run_training(toy, step, options, config={"kind": "toy"}, world=Distributed())
+    assert outcome.interrupted and not outcome.finished
+    assert 5 <= toy.images_seen < 200  # about 25 steps; before the fix it ran to the total
+
+
 def test_ctrl_c_checkpoints_and_resume_continues(data16, tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "idinvert", "train-gan", "--data", str(data16), *GAN_ARGS, "--run-dir", str(run),

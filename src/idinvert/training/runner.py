@@ -90,8 +90,8 @@ def run_training(trainer: Trainer, step: Callable[[], dict[str, float]], options
             save_checkpoint(ckpt_path, {"trainer": trainer.state_dict(), "seconds": elapsed,
                                         "config": json.dumps(config)})
 
-    start = time.perf_counter()
-    last_ckpt = start
+    start = time.perf_counter()  # reset at each checkpoint: the run's total wall time accumulates in elapsed
+    last_ckpt = chunk_start = start  # chunk_start: what --max-minutes counts from
     next_snapshot = (trainer.images_seen // options.snapshot_images + 1) * options.snapshot_images
     rate = Throughput()
     bar = tqdm(total=options.total_images, initial=trainer.images_seen, unit="img", unit_scale=True,
@@ -113,7 +113,7 @@ def run_training(trainer: Trainer, step: Callable[[], dict[str, float]], options
                                         "seconds": round(elapsed_now, 1), "img_per_s": round(speed, 2),
                                         **{k: round(v, 5) for k, v in losses.items()}}) + "\n")
             out_of_time = options.max_minutes is not None and \
-                time.perf_counter() - start > options.max_minutes * 60
+                time.perf_counter() - chunk_start > options.max_minutes * 60
             if distributed_any(stop.requested or out_of_time, world):
                 interrupted, by_signal = True, stop.requested
                 break
