@@ -203,7 +203,8 @@ def pack_directions(pack, names: Sequence[str] | None = None) -> dict[str, Bound
         if unknown:
             raise ConfigError(f"the pack {pack.name} has no direction {unknown[0][:40]!r}; it has "
                               f"{', '.join(entries) or 'none'}")
-        entries = {k: v for k, v in entries.items() if k in set(names)}
+        wanted = set(names)
+        entries = {k: v for k, v in entries.items() if k in wanted}
     out = {}
     for name, entry in entries.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):

@@ -8,14 +8,14 @@ pack into ``RUN_DIR/pack``. Under ``torchrun --nproc_per_node=K`` the verbs trai
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..networks import StyleGAN2Config
 from ..fileio import check_output_dir
 from ..pack import check_pack_target, load_pack
+from ..safety import read_json
 from ..training.common import init_distributed
 from ..training.data import prepare_dataset
 from ..training.distill import STUDENT_ARCHS, DistillConfig, student_config
@@ -275,9 +275,10 @@ def _recorded(args: argparse.Namespace, key: str):
     if not args.resume or not saved.is_file():
         return None
     try:
-        value = json.loads(saved.read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError, AttributeError):
+        record = read_json(saved, error=CheckpointError)
+    except CheckpointError:
         return None  # the runner reports an unreadable record
+    value = record.get(key) if isinstance(record, dict) else None
     return value if isinstance(value, str) else None
 
 
