@@ -230,6 +230,7 @@ def markdown(report: dict) -> str:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--render"]:  # redraw the Markdown of a stored JSON report
         stored = Path(sys.argv[2])
-        write_report(stored, json.loads(stored.read_text()), markdown(json.loads(stored.read_text())))
+        report = json.loads(stored.read_text())
+        write_report(stored, report, markdown(report))
     else:
         main()
