@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, default=None, help="the distillation run folder (for its cost)")
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--cutoff", type=int, default=4, help="first layer taken from the column face (default 4)")
+    ap.add_argument("--cutoff", type=int, nargs="+", default=[4],
+                    help="first layer taken from the column face (default 4); several: one picture each")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--pictures", type=Path, default=None)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     match = pairwise(si, ti)
     unrelated = pairwise(ti, ti.roll(1, dims=0))
     report = {
-        "machine": machine(), "student": student.name, "teacher": teacher.name, "samples": args.samples,
+        "machine": machine(), "command": "python " + " ".join(sys.argv), "student": student.name, "teacher": teacher.name, "samples": args.samples,
         "seed": args.seed,
         "student_vs_teacher": {k: summary(v) for k, v in match.items()},
         "teacher_vs_other_teacher_face": {k: summary(v) for k, v in unrelated.items() if k.startswith("lpips")},
@@ -118,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         k = min(8, args.samples)
         labelled_grid([("teacher T(z)", list(ti[:k])), ("student S(z)", list(si[:k]))], cell=128,
                       label_width=120).save(args.pictures / "teacher_vs_student.png")
-        report["style_mixing"] = style_mixing(s, args.pictures / "style_mixing.png", args.cutoff, args.seed)
+        report["style_mixing"] = [
+            style_mixing(s, args.pictures / ("style_mixing.png" if i == 0 else f"style_mixing_cutoff{cutoff}.png"),
+                         cutoff, args.seed) for i, cutoff in enumerate(args.cutoff)]
     write_report(args.out, report, markdown(report))
     return 0
 
@@ -159,12 +162,10 @@ def markdown(r: dict) -> str:
         lines += ["", f"Training: {t['images']:,} images (batch {t['batch_size']}) in {t['wall_hours']:.2f} h "
                       f"of wall time, median {t['median_img_per_s']:.1f} images/s; last logged losses "
                       + ", ".join(f"{k} {v:.3f}" for k, v in t["final_losses"].items()) + "."]
-    if r.get("style_mixing"):
-        s = r["style_mixing"]
+    for s in r.get("style_mixing") or []:
         lines += ["", f"Style mixing ({s['picture']}): layers {s['coarse_layers']} from the row face, "
                       f"{s['fine_layers']} from the column face, ψ {s['truncation_psi']}."]
-    lines += ["", "Command: `python benchmarks/distill_figures.py --student PACK --teacher TEACHER --run RUN "
-                  "--out OUT.json --pictures DIR`", ""]
+    lines += ["", f"Command: `{r['command']}`", ""]
     return "\n".join(lines)
 
 

@@ -8,11 +8,14 @@ prep() {  # prep OUT FRAMING SOURCE LABELS SPLIT: held-out or train photos align
         --resolution 64 --align "$2" --out "$1"; }
 }
 
-run() {  # run DIR VERB ARGS…: start, or resume an unfinished run; DIR/done marks a finished one
+run() {  # run DIR VERB ARGS…: start, or resume an unfinished run; DIR/done marks a finished one.
+    # PROCS > 1: data-parallel under torchrun (--batch is the global batch, so the recipe is unchanged)
     local dir=$1; shift
     if [ -f "$dir/done" ]; then return; fi
     step "$*"
-    if [ -f "$dir/checkpoint.pt" ]; then $I "$@" --run-dir "$dir" --resume; else $I "$@" --run-dir "$dir"; fi
+    local cmd=("$I")
+    [ "${PROCS:-1}" -gt 1 ] && cmd=(.venv/bin/torchrun --standalone --nproc_per_node="$PROCS" -m idinvert)
+    if [ -f "$dir/checkpoint.pt" ]; then "${cmd[@]}" "$@" --run-dir "$dir" --resume; else "${cmd[@]}" "$@" --run-dir "$dir"; fi
     touch "$dir/done"
 }
 

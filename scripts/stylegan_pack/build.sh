@@ -72,5 +72,5 @@ fi
 
 # 6. the figures of the distillation itself (fidelity to the teacher, style mixing, cost)
 $PY benchmarks/distill_figures.py --student "$R/enc/pack" --teacher dcgan-faces64 --run "$R/distill" \
-    --samples "${FIG_SAMPLES:-1000}" --out "$FIGURES/distill.json" --pictures "$FIGURES"
+    --samples "${FIG_SAMPLES:-1000}" --cutoff 4 2 --out "$FIGURES/distill.json" --pictures "$FIGURES"
 step "done: $R/enc/pack (bundle it with scripts/bundle_pack.py --name stylegan-faces64)"
