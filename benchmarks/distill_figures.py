@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     match = pairwise(si, ti)
     unrelated = pairwise(ti, ti.roll(1, dims=0))
     report = {
-        "machine": machine(), "command": "python " + " ".join(sys.argv), "student": student.name, "teacher": teacher.name, "samples": args.samples,
+        "machine": machine(), "command": "python " + " ".join(sys.argv), "student": student.name,
+        "teacher": teacher.name, "samples": args.samples,
         "seed": args.seed,
         "student_vs_teacher": {k: summary(v) for k, v in match.items()},
         "teacher_vs_other_teacher_face": {k: summary(v) for k, v in unrelated.items() if k.startswith("lpips")},
