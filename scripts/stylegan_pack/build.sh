@@ -37,7 +37,8 @@ if [ ! -f "$R/distill/pack/config.json" ]; then
     D_RUN=("$I")  # several processes: torchrun, one CPU thread (or GPU) each
     [ "$PROCS" -gt 1 ] && D_RUN=(.venv/bin/torchrun --standalone --nproc_per_node="$PROCS" -m idinvert)
     if [ -f "$R/distill/checkpoint.pt" ]; then
-        "${D_RUN[@]}" distill --teacher dcgan-faces64 --run-dir "$R/distill" --resume --max-minutes "$CHUNK"
+        "${D_RUN[@]}" distill --teacher dcgan-faces64 --run-dir "$R/distill" --resume --max-minutes "$CHUNK" \
+            --name stylegan-faces64  # the final chunk writes the pack: it needs the name too
     else
         "${D_RUN[@]}" distill --teacher dcgan-faces64 --arch "$ARCH" --kimg "$KIMG" --run-dir "$R/distill" \
             --name stylegan-faces64 --max-minutes "$CHUNK"
