@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             report["packs"][pack.name].setdefault("measured_by", earlier["command"])
             for set_name, folder in parse_sets(sets).items():
                 data = ImageDataset(folder)
-                x, shown = shown_rows(data.batch(spread_rows(len(data), args.count)))
+                measured = spread_rows(len(data), args.count)
+                shown = shown_rows(len(measured))
+                x = data.batch([measured[i] for i in shown])
                 codes = invert(x, pack, InversionConfig(method="in-domain", steps=args.steps), batch_size=16,
                                rng=torch.Generator().manual_seed(0)).codes
                 pictures[(pack.name, set_name)] = (x, synthesize(pack.generator, codes),
@@ -192,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             entry["sets"][set_name] = {"photos": len(x), "table1": rows, "edits": edits,
                                        "interpolation": interpolation(pack, ours, real)}
             recon = synthesize(pack.generator, ours)
-            _, shown = shown_rows(x)
-            pictures[(pack.name, set_name)] = (x[shown], recon[shown], {k: v[shown] for k, v in edited.items()}, shown)
+            shown = shown_rows(len(x))
+            pictures[(pack.name, set_name)] = (x[shown], recon[shown], {k: v[shown] for k, v in edited.items()},
+                                               shown)
             print(f"{pack.name} / {set_name}: done", file=sys.stderr)
         report["packs"][pack.name] = entry
     write_report(args.out, report, markdown(report))
@@ -216,10 +219,9 @@ def reusable(args) -> dict:
     return earlier
 
 
-def shown_rows(x: torch.Tensor, per_set: int = 3) -> tuple[torch.Tensor, list[int]]:
-    """The photos of a set that the picture shows (evenly spread) and their positions in the set."""
-    shown = sorted(set(np.linspace(0, len(x) - 1, per_set).round().astype(int).tolist()))
-    return x[shown], shown
+def shown_rows(count: int, per_set: int = 3) -> list[int]:
+    """Positions, among a set's ``count`` measured photos, of those the picture shows (evenly spread)."""
+    return sorted(set(np.linspace(0, count - 1, per_set).round().astype(int).tolist()))
 
 
 def save_side_by_side(pictures: dict, path: Path, steps: int) -> None:

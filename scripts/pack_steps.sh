@@ -8,14 +8,17 @@ prep() {  # prep OUT FRAMING SOURCE LABELS SPLIT: held-out or train photos align
         --resolution 64 --align "$2" --out "$1"; }
 }
 
-run() {  # run DIR VERB ARGS…: start, or resume an unfinished run; DIR/done marks a finished one.
-    # PROCS > 1: data-parallel under torchrun (--batch is the global batch, so the recipe is unchanged)
+train() {  # train VERB ARGS…: a training verb, data-parallel under torchrun when PROCS > 1 (one thread or GPU
+    # per process; --batch is the global batch, so the recipe does not change with PROCS)
+    if [ "${PROCS:-1}" -gt 1 ]; then .venv/bin/torchrun --standalone --nproc_per_node="$PROCS" -m idinvert "$@"
+    else $I "$@"; fi
+}
+
+run() {  # run DIR VERB ARGS…: start, or resume an unfinished run; DIR/done marks a finished one
     local dir=$1; shift
     if [ -f "$dir/done" ]; then return; fi
     step "$*"
-    local cmd=("$I")
-    [ "${PROCS:-1}" -gt 1 ] && cmd=(.venv/bin/torchrun --standalone --nproc_per_node="$PROCS" -m idinvert)
-    if [ -f "$dir/checkpoint.pt" ]; then "${cmd[@]}" "$@" --run-dir "$dir" --resume; else "${cmd[@]}" "$@" --run-dir "$dir"; fi
+    if [ -f "$dir/checkpoint.pt" ]; then train "$@" --run-dir "$dir" --resume; else train "$@" --run-dir "$dir"; fi
     touch "$dir/done"
 }
 

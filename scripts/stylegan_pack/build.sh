@@ -6,7 +6,7 @@
 #   bash scripts/stylegan_pack/build.sh RUNS_DIR [DCGAN_RUNS_DIR]      (../shared beside the repository)
 #
 # Environment: ARCH (stylegan or stylegan2 student, default stylegan2: no droplet blob), KIMG (distillation images,
-# thousands, default 300), PROCS (data-parallel processes of the distillation, default 1), CHUNK
+# thousands, default 300), PROCS (data-parallel processes of the training steps, default 1), CHUNK
 # (minutes per distillation chunk, default 120: the script stops after
 # a chunk and says so; rerun it to go on), THREADS (default 1); for a smoke run of the whole chain at toy
 # sizes: CONV_KIMG (20), ENC_KIMG (10), BOUNDARY_SAMPLES (6000), SEARCH_SAMPLES (128), FIG_SAMPLES (1000),
@@ -34,13 +34,11 @@ mkdir -p "$R"
 # 1. the student, in chunks; a chunk that ends before KIMG leaves a checkpoint and stops the script
 if [ ! -f "$R/distill/pack/config.json" ]; then
     step "distill ($ARCH, $KIMG kimg, chunk of $CHUNK min)"
-    D_RUN=("$I")  # several processes: torchrun, one CPU thread (or GPU) each
-    [ "$PROCS" -gt 1 ] && D_RUN=(.venv/bin/torchrun --standalone --nproc_per_node="$PROCS" -m idinvert)
     if [ -f "$R/distill/checkpoint.pt" ]; then
-        "${D_RUN[@]}" distill --teacher dcgan-faces64 --run-dir "$R/distill" --resume --max-minutes "$CHUNK" \
+        train distill --teacher dcgan-faces64 --run-dir "$R/distill" --resume --max-minutes "$CHUNK" \
             --name stylegan-faces64  # the final chunk writes the pack: it needs the name too
     else
-        "${D_RUN[@]}" distill --teacher dcgan-faces64 --arch "$ARCH" --kimg "$KIMG" --run-dir "$R/distill" \
+        train distill --teacher dcgan-faces64 --arch "$ARCH" --kimg "$KIMG" --run-dir "$R/distill" \
             --name stylegan-faces64 --max-minutes "$CHUNK"
     fi
     [ -f "$R/distill/pack/config.json" ] || { step "distillation not finished yet: rerun to continue"; exit 0; }
