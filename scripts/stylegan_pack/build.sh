@@ -72,4 +72,6 @@ fi
 # 6. the figures of the distillation itself (fidelity to the teacher, style mixing, cost)
 $PY benchmarks/distill_figures.py --student "$R/enc/pack" --teacher dcgan-faces64 --run "$R/distill" \
     --samples "${FIG_SAMPLES:-1000}" --cutoff 4 2 --out "$FIGURES/distill.json" --pictures "$FIGURES"
+$PY benchmarks/run_costs.py --out "$FIGURES/training.json" distillation="$R/distill" conventional="$R/conv" \
+    domain-guided="$R/enc"
 step "done: $R/enc/pack (bundle it with scripts/bundle_pack.py --name stylegan-faces64)"
