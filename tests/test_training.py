@@ -203,6 +203,17 @@ def test_encoders_train_and_invert(data16, tmp_path):
     # ... and needs one
     assert main(["train-encoder", "--pack", str(tmp_path / "gan" / "pack"), "--data", str(data16), "--warm-start",
                  "--run-dir", str(tmp_path / "cold"), *base]) != 0
+    # --warm-start encoder continues the pack's domain-guided encoder; several --data folders are read as one
+    assert main(["train-encoder", "--pack", str(tmp_path / "conv" / "pack"), "--data", str(data16), str(data16),
+                 "--warm-start", "encoder", "--run-dir", str(tmp_path / "more"), *base[:2], "--kimg", "0",
+                 *base[4:]]) == 0
+    more = load_pack(tmp_path / "more" / "pack").encoder.state_dict()
+    for key, value in pack.encoder.state_dict().items():
+        assert torch.equal(more[key], value), key
+    record = json.loads((tmp_path / "more" / "train_config.json").read_text())
+    assert record["data"] == [str(data16)] * 2 and record["warm_start"] == "encoder"
+    assert main(["train-encoder", "--pack", str(tmp_path / "gan" / "pack"), "--data", str(data16), "--warm-start",
+                 "encoder", "--run-dir", str(tmp_path / "cold2"), *base]) != 0
     photo = next((data16.parent / "photos").glob("img00.png"))
     out = tmp_path / "inv"
     assert main(["invert", str(photo), "--model", str(tmp_path / "conv" / "pack"), "--method", "conventional",

@@ -84,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--pack", required=True, type=Path,
                        help="pack with the generator" + (" and discriminator (from train-gan)" if kind == "encoder" else ""))
         if kind == "encoder":
-            p.add_argument("--data", required=True, type=Path, help="a folder made by prepare-data")
+            p.add_argument("--data", required=True, type=Path, nargs="+",
+                           help="a folder made by prepare-data (several are read as one)")
         e = EncoderTrainConfig()
         p.add_argument("--kimg", type=float, default=200.0, help="thousands of images (default 200)")
         p.add_argument("--batch", type=int, default=16, help="global minibatch (default 16)")
@@ -95,8 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--lambda-adv", type=float, default=e.lambda_adv, help="λ_adv (default 0.1, the paper's)")
             p.add_argument("--lambda-vgg", type=float, default=None, help="λ_vgg (default: the pack's)")
             p.add_argument("--gamma", type=float, default=e.r1_gamma)
-            p.add_argument("--warm-start", action="store_true",
-                           help="start from the pack's conventional encoder (short budgets; not the paper's recipe)")
+            p.add_argument("--warm-start", nargs="?", const="conventional", choices=("conventional", "encoder"),
+                           help="start from the pack's conventional encoder (short budgets; not the paper's "
+                                "recipe), or with 'encoder' continue the pack's domain-guided encoder")
         p.set_defaults(run=run_train_encoder, kind="domain-guided" if kind == "encoder" else "conventional")
         _add_run_options(p)
 
@@ -252,7 +254,7 @@ def run_train_encoder(args: argparse.Namespace) -> int:
     extra = {}
     if args.kind == "domain-guided":
         extra = dict(lambda_adv=args.lambda_adv, lambda_vgg=args.lambda_vgg, r1_gamma=args.gamma,
-                     warm_start=args.warm_start)
+                     warm_start={None: False, "conventional": True}.get(args.warm_start, args.warm_start))
     config = EncoderTrainConfig(encoder=encoder, total_kimg=args.kimg, batch_size=args.batch, lr=args.lr,
                                 kind=args.kind, seed=args.seed if args.seed is not None else 1000, **extra)
     del pack

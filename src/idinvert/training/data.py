@@ -176,6 +176,33 @@ class ImageDataset:
         return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+class ImageDatasets:
+    """Several prepared caches at one resolution read as one (in the order given): ``len()``, ``batch``,
+    ``names`` and ``labels`` like an ``ImageDataset``; the images are concatenated in memory once."""
+
+    def __init__(self, folders: list[str | os.PathLike]) -> None:
+        parts = [ImageDataset(f) for f in folders]
+        if not parts:
+            raise ConfigError("no prepared data set given")
+        sizes = {p.resolution for p in parts}
+        if len(sizes) > 1:
+            raise ConfigError(f"the prepared data sets have different resolutions ({sorted(sizes)}); prepare "
+                              f"them at one")
+        self.parts = parts
+        self.resolution = parts[0].resolution
+        self.images = parts[0].images if len(parts) == 1 else np.concatenate([p.images for p in parts])
+        self.names = [n for p in parts for n in p.names]
+        self.labels = [row for p in parts for row in p.labels]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def batch(self, indices: np.ndarray) -> torch.Tensor:
+        """uint8 rows → float ``[B, 3, R, R]`` in [-1, 1]."""
+        x = torch.from_numpy(np.ascontiguousarray(self.images[indices]))
+        return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def seeded(*parts: int) -> torch.Generator:
     """A torch.Generator seeded by a tuple of integers (order-sensitive)."""
     h = hashlib.sha256(np.asarray(parts, dtype=np.int64).tobytes()).digest()

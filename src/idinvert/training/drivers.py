@@ -22,7 +22,7 @@ from ..networks import GENERATOR_KINDS, Discriminator, StyleGAN2Discriminator, S
 from ..pack import ModelPack, copy_pack, load_pack, save_pack
 from ..perceptual import default_perceptual_config
 from .common import Distributed, load_checkpoint
-from .data import BatchSampler, ImageDataset, load_batch
+from .data import BatchSampler, ImageDataset, ImageDatasets, load_batch
 from .distill import STUDENT_ARCHS, DistillConfig, DistillTrainer
 from .encoder import ConventionalTrainer, EncoderTrainConfig, EncoderTrainer
 from .gan import GANTrainConfig, GANTrainer, json_ready, train_gan
@@ -69,11 +69,21 @@ def _asdict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def run_encoder(config: EncoderTrainConfig, pack_dir: Path, data_dir: Path | None, options: RunOptions, *,
-                world: Distributed, name: str | None = None) -> RunOutcome:
-    """Train the domain-guided (needs data and a pack with D) or conventional encoder of a pack."""
+def _data_record(data_dir: Path | list[Path] | None) -> str | list[str] | None:
+    """How a run records its data: one folder as a string (as before), several as a list."""
+    if isinstance(data_dir, list):
+        return str(data_dir[0]) if len(data_dir) == 1 else [str(d) for d in data_dir]
+    return str(data_dir) if data_dir else None
+
+
+def run_encoder(config: EncoderTrainConfig, pack_dir: Path, data_dir: Path | list[Path] | None,
+                options: RunOptions, *, world: Distributed, name: str | None = None) -> RunOutcome:
+    """Train the domain-guided (needs data and a pack with D) or conventional encoder of a pack; ``data_dir``
+    may list several prepared folders, read as one."""
     pack = load_pack(pack_dir, device=world.device, with_discriminator=True)
-    record = {"kind": config.kind, "pack": str(pack_dir), "data": str(data_dir) if data_dir else None,
+    if isinstance(data_dir, list) and len(data_dir) == 1:
+        data_dir = data_dir[0]
+    record = {"kind": config.kind, "pack": str(pack_dir), "data": _data_record(data_dir),
               **json_ready(_asdict(config))}
     trainer, step, snapshot = _encoder_run_parts(config, pack, data_dir, world)
     outcome = run_training(trainer, step, options, config=record, world=world, snapshot=snapshot)
@@ -82,11 +92,12 @@ def run_encoder(config: EncoderTrainConfig, pack_dir: Path, data_dir: Path | Non
     return outcome
 
 
-def real_photos(data_dir: Path | None, resolution: int, why: str) -> ImageDataset:
-    """The prepared photos a run trains on, refused in one line when missing or at another resolution."""
-    if data_dir is None:
+def real_photos(data_dir: Path | list[Path] | None, resolution: int, why: str) -> ImageDataset | ImageDatasets:
+    """The prepared photos a run trains on (one folder, or several read as one), refused in one line when
+    missing or at another resolution."""
+    if data_dir is None or (isinstance(data_dir, list) and not data_dir):
         raise CheckpointError(f"{why}: pass --data")
-    dataset = ImageDataset(data_dir)
+    dataset = ImageDatasets(data_dir) if isinstance(data_dir, list) else ImageDataset(data_dir)
     if dataset.resolution != resolution:
         raise CheckpointError(f"{data_dir} is prepared at {dataset.resolution}px, the generator makes "
                               f"{resolution}px images; prepare the data at {resolution}")
@@ -108,7 +119,7 @@ def _encoder_run_parts(config: EncoderTrainConfig, pack: ModelPack, data_dir: Pa
         lambda_vgg = pack.perceptual_config.lambda_vgg if config.lambda_vgg is None else config.lambda_vgg
         trainer = EncoderTrainer(config, pack.generator, discriminator_for(pack), pack.perceptual, lambda_vgg, world)
         if config.warm_start:
-            _warm_start(trainer, pack)
+            _warm_start(trainer, pack, config.warm_start)
         sampler = BatchSampler(len(dataset), seed=config.seed, mirror=config.mirror)
         targets = dataset.batch(torch.arange(min(8, len(dataset))).numpy()).to(world.device)
 
@@ -140,16 +151,18 @@ def discriminator_for(pack: ModelPack) -> torch.nn.Module:
                                              fmaps_max=128))
 
 
-def _warm_start(trainer: EncoderTrainer, pack: ModelPack) -> None:
-    """Start E from the pack's conventional encoder (same architecture), a shortcut for short budgets:
-    the conventional encoder is cheap to train on generated pairs, and the domain-guided losses then
-    move it onto real images. A resumed run overwrites this with its checkpoint."""
-    source = pack.conventional_encoder
+def _warm_start(trainer: EncoderTrainer, pack: ModelPack, source_kind: bool | str) -> None:
+    """Start E from one of the pack's encoders (same architecture), a shortcut for short budgets: the
+    conventional encoder (``True`` or ``"conventional"``) is cheap to train on generated pairs, and the
+    domain-guided losses then move it onto real images; the pack's own domain-guided encoder
+    (``"encoder"``) continues its training on more photos. A resumed run overwrites this with its checkpoint."""
+    which = "domain-guided" if source_kind == "encoder" else "conventional"
+    source = pack.encoder if source_kind == "encoder" else pack.conventional_encoder
     if source is None:
-        raise CheckpointError(f"pack {pack.name!r} has no conventional encoder to warm-start from; "
-                              f"train one with idinvert train-conventional or drop --warm-start")
+        raise CheckpointError(f"pack {pack.name!r} has no {which} encoder to warm-start from; "
+                              f"train one first or drop --warm-start")
     if source.config != trainer.E.config:
-        raise CheckpointError(f"the pack's conventional encoder ({source.config}) differs from the encoder "
+        raise CheckpointError(f"the pack's {which} encoder ({source.config}) differs from the encoder "
                               f"being trained ({trainer.E.config}); use the same --channels-base/--channels-max")
     trainer.E.load_state_dict(source.state_dict())
 

@@ -49,7 +49,8 @@ class EncoderTrainConfig:
     mirror: bool = True
     seed: int = 1000  # rnd.np_random_seed of the official training
     kind: str = "domain-guided"  # domain-guided | conventional
-    warm_start: bool = False  # domain-guided only: start E from the pack's conventional encoder (not the paper)
+    warm_start: bool | str = False  # domain-guided only, not the paper: True/"conventional" starts E from the
+    # pack's conventional encoder, "encoder" from its domain-guided one
 
     def lr_at(self, images_seen: int) -> float:
         decay_images = max(self.total_kimg * 1000.0 * self.decay_fraction, 1.0)
