@@ -140,7 +140,7 @@ def test_both_synthesis_paths_give_the_same_images_and_code_gradients(resolution
     assert max_err(grad_a, grad_b) < 1e-6 + 1e-4 * float(grad_a.abs().max())
 
 # --- references of the original implementations ---------------------------------------------------------
-@pytest.fixture(scope="module", params=["sg2ada-tiny32", "sg2ada-tiny64"])
+@pytest.fixture(scope="module", params=["sg2ada-tiny32", "sg2ada-tiny64", "sg2ada-tiny32clamp"])
 def nvidia_fixture(request):
     path = shared_data(*FIXTURES, f"{request.param}.pkl")
     g, d, info = load_nvidia_snapshot(path)
@@ -164,13 +164,46 @@ def test_nvidia_snapshot_matches_references(nvidia_fixture):
 
 def test_nvidia_snapshot_configuration(nvidia_fixture):
     name, g, d, _, _ = nvidia_fixture
-    expected = {"sg2ada-tiny32": (32, 2, 1024, 64), "sg2ada-tiny64": (64, 4, 512, 32)}[name]
+    expected = {"sg2ada-tiny32": (32, 2, 1024, 64), "sg2ada-tiny64": (64, 4, 512, 32),
+                "sg2ada-tiny32clamp": (32, 2, 1024, 64)}[name]
+    clamp = 256.0 if name.endswith("clamp") else None  # train.py's conv_clamp; D's skip layers carry none
     c = g.config
     assert (c.resolution, c.mapping_layers, c.channel_base, c.channel_max) == expected
-    assert (c.z_dim, c.w_dim, c.mapping_lr_mul, c.conv_clamp) == (64, 64, 0.01, None)
-    assert d.config.mbstd_group_size == 4 and d.config.mbstd_channels == 1
-    counts = {"sg2ada-tiny32": (263987, 288993), "sg2ada-tiny64": (95344, 74409)}[name]
+    assert (c.z_dim, c.w_dim, c.mapping_lr_mul, c.conv_clamp) == (64, 64, 0.01, clamp)
+    assert d.config.mbstd_group_size == 4 and d.config.mbstd_channels == 1 and d.config.conv_clamp == clamp
+    assert d.b16.conv1.conv_clamp == clamp and d.b16.skip.conv_clamp is None
+    counts = {"sg2ada-tiny32": (263987, 288993), "sg2ada-tiny64": (95344, 74409),
+              "sg2ada-tiny32clamp": (263987, 288993)}[name]
     assert (sum(p.numel() for p in g.parameters()), sum(p.numel() for p in d.parameters())) == counts
+
+
+def test_nvidia_fp16_blocks_are_computed_in_float32(nvidia_fixture):
+    """num_fp16_res = 2: NVIDIA's default path runs those blocks in float16; ours is its force_fp32 result,
+    which differs from the float16 one by float16 rounding only."""
+    name, g, d, info, ref = nvidia_fixture
+    if name != "sg2ada-tiny32clamp":
+        assert info["fp16_blocks"] == []
+        return
+    assert info["fp16_blocks"] == ["synthesis.b16", "synthesis.b32", "D.b32", "D.b16"]
+    with torch.no_grad():
+        logits = d(ref["img"])
+    assert max_err(logits, ref["d_logits"]) <= TOL < max_err(logits, ref["d_logits_fp16blocks"]) < 1e-2
+
+
+def test_the_clamp_follows_the_activation_gain():
+    """NVIDIA's bias_act: x + b, activation, × gain, then clamp(−c, c); the discriminator's layers clamp
+    at c·gain, its 1×1 skips not at all."""
+    from idinvert.networks.stylegan2_layers import LRELU_GAIN, bias_act
+
+    x, b = torch.linspace(-3, 3, 13).reshape(1, 13, 1, 1), torch.full((13,), 0.5)
+    expected = (torch.nn.functional.leaky_relu(x + b.reshape(1, -1, 1, 1), 0.2) * (LRELU_GAIN * 0.7)).clamp(-1.0, 1.0)
+    assert torch.equal(bias_act(x, b, activate=True, gain=0.7, clamp=1.0), expected)
+    _, d = tiny_networks(conv_clamp=0.01)
+    img = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 10
+    f = d.resample_filter
+    with torch.no_grad():
+        assert d.b16.conv1(d.b16.conv0(d.b16.fromrgb(img, f), f), f, gain=0.5).abs().max() <= 0.005 + 1e-7
+        assert d.b16.skip(d.b16.fromrgb(img, f), f, gain=0.5).abs().max() > 0.005  # the skip is not clamped
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +245,67 @@ def test_not_a_stylegan2_file(tmp_path):
         load_stylegan2(tmp_path / "missing.pkl")
 
 
+def test_rosinality_convert_weight_layout(rosinality_fixture, tmp_path):
+    """convert_weight.py writes {'g_ema', 'latent_avg' [w_dim]} (with --gen/--disc also 'g' and 'd')."""
+    path, g, _, _, ref = rosinality_fixture
+    original = read_checkpoint(path)
+    for extra in ({}, {"g": original["g"], "d": original["d"]}):
+        torch.save({"g_ema": original["g_ema"], "latent_avg": ref["latent_avg"][0].clone(), **extra}, tmp_path / "c.pt")
+        g2, d2, info = load_stylegan2(tmp_path / "c.pt")
+        assert info["w_avg"] == "latent_avg" and (d2 is None) == (not extra)
+        with torch.no_grad():
+            assert torch.equal(g2(ref["z"]), g(ref["z"]))
+            assert max_err(g2.synthesize(ref["wplus"]), ref["img_wplus"]) <= TOL
+
+
+def test_a_rosinality_discriminator_that_cannot_be_read_never_blocks_the_generator(rosinality_fixture, tmp_path):
+    from idinvert.cli import main
+
+    path, g, _, _, ref = rosinality_fixture
+    original = read_checkpoint(path)
+    d = {k: v for k, v in original["d"].items() if k != "final_linear.1.bias"}
+    torch.save({"g_ema": original["g_ema"], "d": d, "latent_avg": original["latent_avg"]}, tmp_path / "c.pt")
+    g2, d2, info = load_stylegan2(tmp_path / "c.pt")
+    assert d2 is None and "final_linear.1.bias" in info["discriminator_skipped"]
+    with torch.no_grad():
+        assert torch.equal(g2(ref["z"]), g(ref["z"]))
+    assert main(["convert", "--stylegan2", str(tmp_path / "c.pt"), "--out", str(tmp_path / "pack"), "--quiet"]) == 0
+    assert (tmp_path / "pack" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("missing", "missing key to_rgb1.conv.weight"),
+    ("zero_d", "style.1.weight has shape"),
+    ("not_a_tensor", "holds a str, not a tensor"),
+    ("nan_latent_avg", "latent_avg holds NaN"),
+    ("arch_list", "an args.arch that is a list"),
+    ("sparse", "sparse_coo tensor"),
+    ("float8", "float8_e4m3fn tensor"),
+])
+def test_damaged_rosinality_files_get_one_line(rosinality_fixture, tmp_path, damage, message):
+    path, g, _, _, _ = rosinality_fixture
+    state = dict(read_checkpoint(path)["g_ema"])
+    ckpt = {"g_ema": state, "latent_avg": torch.zeros(64)}
+    if damage == "missing":
+        del state["to_rgb1.conv.weight"]
+    elif damage == "zero_d":
+        state["style.1.weight"] = torch.tensor(1.0)
+    elif damage == "not_a_tensor":
+        state["input.input"] = "weights"
+    elif damage == "nan_latent_avg":
+        ckpt["latent_avg"] = torch.full((64,), float("nan"))
+    elif damage == "arch_list":
+        ckpt["args"] = argparse.Namespace(arch=[[1, 2]] * 3)
+    elif damage == "sparse":
+        state["style.1.bias"] = state["style.1.bias"].to_sparse()
+    elif damage == "float8":
+        state["style.1.bias"] = state["style.1.bias"].to(torch.float8_e4m3fn)
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=message) as exc:
+        load_stylegan2(tmp_path / "bad.pt")
+    assert "\n" not in str(exc.value)
+
+
 # --- export to rosinality ---------------------------------------------------------------------------------
 def test_rosinality_export_reproduces_the_original_file(rosinality_fixture, tmp_path):
     path, g, d, _, _ = rosinality_fixture
@@ -223,7 +317,11 @@ def test_rosinality_export_reproduces_the_original_file(rosinality_fixture, tmp_
 
 
 def test_rosinality_round_trip(nvidia_fixture, tmp_path):
-    _, g, d, _, ref = nvidia_fixture
+    name, g, d, _, ref = nvidia_fixture
+    if g.config.conv_clamp is not None:  # rosinality's layers never clamp: the file would differ
+        with pytest.raises(ConfigError, match="conv_clamp"):
+            save_rosinality(g, tmp_path / "export.pt", discriminator=d)
+        return
     path = save_rosinality(g, tmp_path / "export.pt", discriminator=d)
     g2, d2, info = load_stylegan2(path)
     assert info["w_avg"] == "latent_avg" and g2.config == g.config
@@ -286,7 +384,8 @@ def _record(module: torch.nn.Module, class_name: str, source: str, **attrs) -> _
                                                  if k not in module._non_persistent_buffers_set),
              "_non_persistent_buffers_set": set(),
              "_modules": collections.OrderedDict((k, _record(m, type(m).__name__, source))
-                                                 for k, m in module._modules.items()), **attrs}
+                                                 for k, m in module._modules.items()),
+             **({"conv_clamp": module.conv_clamp} if hasattr(module, "conv_clamp") else {}), **attrs}
     return _Record({"type": "class", "version": 6, "module_src": source, "class_name": class_name, "state": state})
 
 
@@ -364,6 +463,39 @@ def test_stylegan3_is_refused(tmp_path, fake_persistence):
     (tmp_path / "s3.pkl").write_bytes(_snapshot(g, ""))
     with pytest.raises(CheckpointError, match="StyleGAN3"):
         load_stylegan2(tmp_path / "s3.pkl")
+
+
+def _set_attr(record: _Record, dotted: str, **attrs) -> None:
+    for name in dotted.split("."):
+        record = record.meta["state"]["_modules"][name]
+    record.meta["state"].update(attrs)
+
+
+def test_every_train_py_configuration_is_read(tmp_path, fake_persistence):
+    """conv_clamp on every layer but D's skips, an augment_pipe, G and D beside G_ema; a D whose
+    layers do not follow NVIDIA's pattern is left out with a note and the generator still converts."""
+    from idinvert.cli import main
+
+    g, d = tiny_networks(conv_clamp=256.0)
+    augment = _Record({"type": "class", "version": 6, "module_src": "", "class_name": "AugmentPipe",
+                       "state": {"training": False, "_parameters": {}, "_modules": {}, "xflip": 1.0,
+                                 "_buffers": {"p": torch.zeros([]), "Hz_geom": torch.randn(12)}}})
+    d_record = _record(d, "Discriminator", "", c_dim=0)
+    snapshot = {"training_set_kwargs": {"class_name": "training.dataset.ImageFolderDataset", "xflip": False},
+                "G": _record(g, "Generator", "", c_dim=0, img_channels=3), "D": d_record, "augment_pipe": augment,
+                "G_ema": _record(g, "Generator", "", c_dim=0, img_channels=3)}
+    (tmp_path / "s.pkl").write_bytes(pickle.dumps(snapshot, protocol=4))
+    g2, d2, info = load_stylegan2(tmp_path / "s.pkl")
+    assert g2.config.conv_clamp == 256.0 and d2.config.conv_clamp == 256.0 and "discriminator_skipped" not in info
+    img = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(d2(img), d(img)) and torch.equal(g2(torch.ones(1, 16)), g(torch.ones(1, 16)))
+    _set_attr(d_record, "b16.skip", conv_clamp=256.0)  # not a pattern NVIDIA's code builds
+    (tmp_path / "odd_d.pkl").write_bytes(pickle.dumps(snapshot, protocol=4))
+    g3, d3, info = load_stylegan2(tmp_path / "odd_d.pkl")
+    assert d3 is None and "skip layers" in info["discriminator_skipped"] and g3.config.conv_clamp == 256.0
+    assert main(["convert", "--stylegan2", str(tmp_path / "odd_d.pkl"), "--out", str(tmp_path / "pack")]) == 0
+    assert (tmp_path / "pack" / "config.json").is_file()
 
 
 # --- conversion to a pack -----------------------------------------------------------------------------------

@@ -338,3 +338,209 @@ def load_npy(path: Path, what: str | None = None, *, error: type[IdinvertError] 
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise error(f"{what}: not a readable .npy file ({str(exc)[:100]})") from None
+
+
+# --- pickles from files ---------------------------------------------------------------------------
+#
+# Every pickle idinvert reads (NVIDIA snapshots, object .npy boundaries, the numpy pickles of asset
+# packages, and the data.pkl of every torch file) is first scanned without building anything: the scan
+# follows the pickle machine's stack and memo with a size record per object, so an object that the
+# memo shares is counted as often as it is used. A 300-byte pickle of a tuple that holds the same
+# tuple twice, forty levels deep, describes 2⁴⁰ nodes; hashing it as a dict key or printing it never
+# ends, and the scan refuses it before anything hashes or prints it.
+
+MAX_PICKLE_NODES = 5_000_000  # objects, every shared reference counted (a 1024 px NVIDIA snapshot: ~0.1 M)
+MAX_PICKLE_DEPTH = 100  # nesting (a NVIDIA snapshot: ~40; a torch checkpoint: ~10)
+PICKLE_SLACK_BYTES = 64 * 1024 * 1024  # strings and bytes beyond the file's own size, counted per reference
+
+
+class PickleRefused(Exception):
+    """Raised by a ``find_class`` of ``read_pickle``: the pickle names a global that is not allowed."""
+
+
+class _Built:
+    """The scan's record of one object: nodes and payload bytes as if no reference were shared."""
+
+    __slots__ = ("nodes", "nbytes", "depth", "used")
+
+    def __init__(self, nodes: int = 1, nbytes: int = 0, depth: int = 0) -> None:
+        self.nodes, self.nbytes, self.depth, self.used = nodes, nbytes, depth, False
+
+
+_MARK = object()
+_PICKLE_LEAVES = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING",
+                  "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "UNICODE",
+                  "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "FLOAT", "BINFLOAT", "NONE", "NEWTRUE",
+                  "NEWFALSE", "EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET", "GLOBAL", "PERSID"}
+_PICKLE_MAKE = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3, "STACK_GLOBAL": 2, "REDUCE": 2, "NEWOBJ": 2,
+                "NEWOBJ_EX": 3, "BINPERSID": 1}  # pop n, push one object made of them
+_PICKLE_MAKE_FROM_MARK = {"TUPLE", "LIST", "DICT", "FROZENSET", "OBJ", "INST"}
+_PICKLE_GROW = {"APPEND": 1, "SETITEM": 2, "BUILD": 1}  # pop n, add them to the object below
+_PICKLE_GROW_FROM_MARK = {"APPENDS", "SETITEMS", "ADDITEMS"}
+_PICKLE_NOOPS = {"PROTO", "FRAME", "READONLY_BUFFER"}
+
+
+def scan_pickle(stream, what: str, *, error: type[IdinvertError] = ConfigError, max_nodes: int = MAX_PICKLE_NODES,
+                max_depth: int = MAX_PICKLE_DEPTH, max_bytes: int | None = None, kind: str = "pickle") -> int:
+    """Follow one pickle in ``stream`` (from its position up to STOP) without building anything;
+    refuse it when an object it builds would hold more than ``max_nodes`` nodes or ``max_bytes`` of
+    strings, or nest deeper than ``max_depth``, counting every shared reference as often as it is
+    used. Returns the node count of the result. Leaves ``stream`` after the pickle."""
+    import pickletools
+
+    max_bytes = PICKLE_SLACK_BYTES if max_bytes is None else max_bytes
+    stack: list[Any] = []
+    memo: dict[int, _Built] = {}
+
+    def too_big(node: _Built) -> _Built:
+        if node.depth > max_depth:
+            raise error(f"refusing {what}: its pickle nests objects more than {max_depth} levels deep")
+        if node.nodes > max_nodes or node.nbytes > max_bytes:
+            raise error(f"refusing {what}: its pickle builds an object of more than {max_nodes:,} nodes or "
+                        f"{max_bytes / 1e6:.0f} MB of strings, counting each use of a shared object (a few "
+                        f"bytes can describe 2⁴⁰ nodes that hashing or printing would visit)")
+        return node
+
+    def pop_to_mark() -> list[_Built]:
+        items = []
+        while stack and stack[-1] is not _MARK:
+            items.append(stack.pop())
+        if not stack:
+            raise ValueError("no MARK on the stack")
+        stack.pop()
+        return items
+
+    def pop(n: int) -> list[_Built]:
+        if len(stack) < n or any(item is _MARK for item in stack[len(stack) - n:]):
+            raise ValueError("stack underflow")
+        items = stack[len(stack) - n:]
+        del stack[len(stack) - n:]
+        return items
+
+    def made_of(parts: list[_Built]) -> _Built:
+        for part in parts:
+            part.used = True
+        return too_big(_Built(1 + sum(p.nodes for p in parts), sum(p.nbytes for p in parts),
+                              1 + max((p.depth for p in parts), default=0)))
+
+    def grow(parts: list[_Built]) -> None:
+        if not stack or stack[-1] is _MARK:
+            raise ValueError("stack underflow")
+        target = stack[-1]
+        if target.used or any(p is target for p in parts):
+            raise error(f"refusing {what}: its pickle changes an object after using it (a self-referencing "
+                        f"structure, which no weight or boundary file holds)")
+        for part in parts:
+            part.used = True
+        target.nodes += sum(p.nodes for p in parts)
+        target.nbytes += sum(p.nbytes for p in parts)
+        target.depth = max(target.depth, 1 + max((p.depth for p in parts), default=0))
+        too_big(target)
+
+    try:
+        for opcode, arg, _ in pickletools.genops(stream):
+            name = opcode.name
+            if name in _PICKLE_LEAVES:
+                stack.append(_Built(1, len(arg) if isinstance(arg, (str, bytes, bytearray)) else 0))
+            elif name in _PICKLE_MAKE:
+                stack.append(made_of(pop(_PICKLE_MAKE[name])))
+            elif name in _PICKLE_MAKE_FROM_MARK:
+                stack.append(made_of(pop_to_mark()))
+            elif name in _PICKLE_GROW:
+                grow(pop(_PICKLE_GROW[name]))
+            elif name in _PICKLE_GROW_FROM_MARK:
+                grow(pop_to_mark())
+            elif name == "MARK":
+                stack.append(_MARK)
+            elif name == "POP":  # the top object, or the top MARK
+                if not stack:
+                    raise ValueError("stack underflow")
+                stack.pop()
+            elif name == "POP_MARK":
+                pop_to_mark()
+            elif name == "DUP":
+                stack.append(pop(1)[0])
+                stack.append(stack[-1])
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                if not stack or stack[-1] is _MARK:
+                    raise ValueError("nothing to memoize")
+                memo[len(memo) if name == "MEMOIZE" else int(arg)] = stack[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo[int(arg)])
+            elif name == "STOP":
+                result = pop(1)[0]
+                return result.nodes
+            elif name not in _PICKLE_NOOPS:  # EXT1/2/4 (copyreg's registry), NEXT_BUFFER (out-of-band data)
+                raise error(f"refusing {what}: its pickle uses {name}, which no weight or boundary file needs")
+    except IdinvertError:
+        raise
+    except Exception as exc:  # a truncated or malformed stream: pickletools raises many types
+        text = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
+        raise error(f"{what}: not a readable {kind} ({text})") from None
+    raise error(f"{what}: not a readable {kind} (it ends before its STOP)")
+
+
+def read_pickle(data: bytes, what: str, *, find_class, error: type[IdinvertError] = ConfigError,
+                persistent_load=None, encoding: str = "ASCII",
+                refusal: str = "refusing {what}: it pickles {detail}") -> Any:
+    """The one way idinvert unpickles: ``scan_pickle`` first, then an unpickler whose ``find_class``
+    (module, name) → object raises ``PickleRefused`` for anything it does not allow; no other global
+    is ever imported or called. Errors are one line of ``error``; ``refusal`` words a refused global."""
+    import io
+    import pickle
+
+    buffer = io.BytesIO(data)
+    scan_pickle(buffer, what, error=error, max_bytes=len(data) + PICKLE_SLACK_BYTES)
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            return find_class(module, name)
+
+        def persistent_load(self, pid: Any) -> Any:
+            if persistent_load is None:
+                raise PickleRefused("a persistent id")
+            return persistent_load(pid)
+
+    try:
+        return Restricted(io.BytesIO(data), encoding=encoding).load()
+    except PickleRefused as exc:
+        raise error(refusal.format(what=what, detail=str(exc)[:200])) from None
+    except IdinvertError:
+        raise
+    except Exception as exc:  # a malformed stream or arguments an allowed callable refuses
+        text = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
+        raise error(f"{what}: not a readable pickle ({text})") from None
+
+
+def _multiarray():
+    try:
+        from numpy._core import multiarray  # numpy ≥ 1.26 (the name numpy 2 writes into pickles)
+    except ImportError:  # pragma: no cover
+        from numpy.core import multiarray
+    return multiarray
+
+
+NUMPY_GLOBALS = {  # the only callables a pickle of numpy arrays, numbers and containers needs
+    ("numpy._core.multiarray", "_reconstruct"): lambda: _multiarray()._reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): lambda: _multiarray()._reconstruct,
+    ("numpy._core.multiarray", "scalar"): lambda: _multiarray().scalar,
+    ("numpy.core.multiarray", "scalar"): lambda: _multiarray().scalar,
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): lambda: __import__("codecs").encode,  # bytes in protocol-2 pickles
+}
+
+
+def _numpy_global(module: str, name: str) -> Any:
+    factory = NUMPY_GLOBALS.get((module, name))
+    if factory is None:
+        raise PickleRefused(f"{module}.{name}"[:120])
+    return factory()
+
+
+def read_numpy_pickle(data: bytes, what: str, *, error: type[IdinvertError] = ConfigError,
+                      refusal: str = "refusing {what}: it pickles {detail}; only numpy arrays, numbers and "
+                                     "containers are read") -> Any:
+    """A pickle of numpy arrays, numpy scalars and Python containers (an object ``.npy``, a Flax
+    checkpoint of an asset package), read through ``read_pickle``; any other global is refused."""
+    return read_pickle(data, what, find_class=_numpy_global, error=error, encoding="latin1", refusal=refusal)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -112,6 +113,9 @@ def run_stylegan2(args: argparse.Namespace) -> int:
         raise ConfigError("--stylegan2 takes no --generator, --encoder or --vgg: it converts the generator "
                           "(and its discriminator)")
     generator, discriminator, details = load_stylegan2(args.stylegan2, with_discriminator=True)
+    if "discriminator_skipped" in details:  # the generator is converted all the same
+        print(f"idinvert: note: the discriminator was not converted: {details['discriminator_skipped']}",
+              file=sys.stderr)
     extra = {"converted_from": {"generator": str(args.stylegan2), "format": details["format"],
                                 **({"w_avg": details["w_avg"]} if "w_avg" in details else {})}}
     if args.framing == "ffhq" or (args.framing == "auto" and "ffhq" in args.stylegan2.name.lower()):

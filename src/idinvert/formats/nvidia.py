@@ -22,8 +22,6 @@ and other variants are refused by name.
 from __future__ import annotations
 
 import collections
-import io
-import pickle
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -37,12 +35,13 @@ from ..errors import CheckpointError, ConfigError
 from ..networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator, channel_layout
 from ..networks.stylegan2_discriminator import StyleGAN2Discriminator
 from ..networks.stylegan2_layers import fir_filter
-from .common import first_line, load_strict
+from ..safety import PickleRefused, read_pickle
+from .common import TENSOR_DTYPES, first_line, load_strict, read_torch_file
 
 SNAPSHOT_FORMAT = "nvidia-stylegan2-ada"
 
 
-class _Refused(Exception):
+class _Refused(PickleRefused):
     """Raised inside the unpickler; turned into one CheckpointError line."""
 
 
@@ -56,7 +55,12 @@ class PersistentObject:
     children: dict[str, "PersistentObject"] = field(default_factory=dict)
 
     def attr(self, name: str, default: Any = None) -> Any:
-        return self.state.get(name, default)
+        """A scalar attribute (``c_dim``, ``conv_clamp`` …); anything but None, a number or a short
+        string comes back as an ``_Odd`` that compares unequal to everything and prints its type."""
+        value = self.state.get(name, default)
+        if value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 100):
+            return value
+        return _Odd(type(value).__name__)
 
     def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
         """The state_dict this module would have: parameters and persistent buffers, recursively."""
@@ -77,10 +81,26 @@ class PersistentObject:
             yield from child.walk(f"{prefix}{name}.")
 
 
+class _Odd:
+    """An attribute value that is not a plain scalar, as a token that is safe to compare and print."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"<a {self.kind}>"
+
+
 def _persistent_object(meta: Any) -> PersistentObject:
     if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
         raise _Refused("a torch_utils.persistence record that is not a class instance")
     state = meta["state"]
+    for group in (state, state.get("_parameters") or {}, state.get("_buffers") or {}, state.get("_modules") or {}):
+        if not isinstance(group, dict) or not all(isinstance(k, str) and len(k) <= 200 for k in group):
+            raise _Refused("a torch_utils.persistence record whose attribute names are not short strings")
+    if not isinstance(state.get("_non_persistent_buffers_set", set()), (set, frozenset, list)) or \
+            not all(isinstance(k, str) for k in state.get("_non_persistent_buffers_set", ())):
+        raise _Refused("a torch_utils.persistence record with a malformed buffer list")
     for group in ("_parameters", "_buffers"):
         if any(v is not None and not isinstance(v, torch.Tensor) for v in (state.get(group) or {}).values()):
             raise _Refused(f"a module whose {group} are not all tensors")
@@ -91,8 +111,10 @@ def _persistent_object(meta: Any) -> PersistentObject:
         if not isinstance(child, PersistentObject):
             raise _Refused(f"a submodule {name!r} that is not a persistence record")
         children[name] = child
-    return PersistentObject(class_name=str(meta.get("class_name")), state=state,
-                            source_chars=len(meta.get("module_src") or ""), children=children)
+    class_name, source = meta.get("class_name"), meta.get("module_src") or ""
+    if not isinstance(class_name, str) or len(class_name) > 200 or not isinstance(source, str):
+        raise _Refused("a torch_utils.persistence record whose class name or source is not a short string")
+    return PersistentObject(class_name=class_name, state=state, source_chars=len(source), children=children)
 
 
 class _EasyDict(dict):
@@ -119,8 +141,8 @@ def _load_storage(data: Any) -> torch.storage.TypedStorage:
         raise _Refused("a storage that is not bytes")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TypedStorage deprecation
-        storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
-    if not isinstance(storage, torch.storage.TypedStorage):
+        storage = read_torch_file(bytes(data), "a tensor storage in the snapshot", kind="tensor storage")
+    if not isinstance(storage, torch.storage.TypedStorage) or storage.dtype not in TENSOR_DTYPES:
         raise _Refused("a storage record that holds something else")
     return storage
 
@@ -162,34 +184,33 @@ _ALLOWED = {
 }
 
 
-class _SnapshotUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        if module.startswith("dnnlib.tflib"):
-            raise _Refused(f"{module}.{name}: a TensorFlow StyleGAN2 pickle; only stylegan2-ada-pytorch "
-                           f"snapshots are read")
-        raise _Refused(f"{module}.{name}, which is not on the allow-list of tensor and container types")
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise _Refused("a persistent id (not a network snapshot)")
+def _find_class(module: str, name: str) -> Any:
+    if (module, name) in _ALLOWED:
+        return _ALLOWED[(module, name)]
+    if module.startswith("dnnlib.tflib"):
+        raise _Refused(f"{module}.{name}: a TensorFlow StyleGAN2 pickle; only stylegan2-ada-pytorch "
+                       f"snapshots are read")
+    raise _Refused(f"{module}.{name}, which is not on the allow-list of tensor and container types"[:200])
 
 
 def read_snapshot(path: str | Path) -> dict[str, Any]:
-    """The snapshot's top-level dict with networks as ``PersistentObject`` records; runs no code from it."""
+    """The snapshot's top-level dict with networks as ``PersistentObject`` records; runs no code from it.
+    The pickle goes through ``safety.read_pickle``: scanned (objects, depth and shared references
+    bounded) before anything is built, then unpickled with ``_ALLOWED`` as its only globals."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
-        with open(path, "rb") as f:
-            data = _SnapshotUnpickler(f).load()
-    except _Refused as exc:
-        raise CheckpointError(f"{path}: refused to load: it references {exc}") from None
-    except CheckpointError:
-        raise
-    except Exception as exc:  # a truncated or foreign file: pickle raises many types
-        raise CheckpointError(f"{path}: not a readable stylegan2-ada-pytorch snapshot ({first_line(exc)})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("G_ema"), PersistentObject):
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        data = read_pickle(raw, str(path), find_class=_find_class, error=CheckpointError,
+                           refusal="{what}: refused to load: it references {detail}")
+    except CheckpointError as exc:  # a storage inside the snapshot names itself only
+        raise exc if str(exc).startswith(str(path)) else CheckpointError(f"{path}: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data) \
+            or not isinstance(data.get("G_ema"), PersistentObject):
         raise CheckpointError(f"{path}: not a stylegan2-ada-pytorch snapshot (no G_ema network)")
     return data
 
@@ -241,6 +262,18 @@ def _conv_clamps(rec: PersistentObject) -> set[float | None]:
     return {r.attr("conv_clamp") for _, r in rec.walk() if "conv_clamp" in r.state}
 
 
+def _one_clamp(clamps: set, source: str) -> float | None:
+    """The single ``conv_clamp`` of a network (None: no clamp), a plain positive number."""
+    if len(clamps) > 1:
+        raise _fail(source, f"different conv_clamp values per layer ({sorted(map(str, clamps))[:4]})")
+    value = clamps.pop() if clamps else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1e6:
+        raise _fail(source, f"a conv_clamp of {str(value)[:40]}")
+    return float(value)
+
+
 def _generator_config(g: PersistentObject, state: dict[str, torch.Tensor], source: str) -> StyleGAN2Config:
     fcs = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"mapping\.fc(\d+)\.weight", k)))
     blocks = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"synthesis\.b(\d+)\.conv1\.weight", k)))
@@ -252,14 +285,14 @@ def _generator_config(g: PersistentObject, state: dict[str, torch.Tensor], sourc
         raise _fail(source, f"a mapping network with hidden widths {sorted(hidden)} ≠ w_dim {w_dim}")
     widths = {r: state[f"synthesis.b{r}.conv1.weight"].shape[0] for r in blocks}
     base, cmax = _channel_base(widths, source)
-    clamps = _conv_clamps(g.children["synthesis"])
-    if len(clamps) > 1:
-        raise _fail(source, f"different conv_clamp values per layer ({sorted(map(str, clamps))})")
+    clamp = _one_clamp(_conv_clamps(g.children["synthesis"]), source)
     lr_mul = g.children["mapping"].children["fc0"].attr("bias_gain", 0.01)
+    if isinstance(lr_mul, bool) or not isinstance(lr_mul, (int, float)):
+        raise _fail(source, f"a mapping lr multiplier of {str(lr_mul)[:40]}")
     try:
         return StyleGAN2Config(resolution=max(blocks), z_dim=state["mapping.fc0.weight"].shape[1], w_dim=w_dim,
                                mapping_layers=len(fcs), mapping_lr_mul=float(lr_mul), channel_base=base,
-                               channel_max=cmax, conv_clamp=clamps.pop() if clamps else None)
+                               channel_max=cmax, conv_clamp=clamp)
     except ConfigError as exc:
         raise CheckpointError(f"{source}: unsupported generator ({exc})") from None
 
@@ -283,13 +316,22 @@ def _discriminator_config(d: PersistentObject, state: dict[str, torch.Tensor], g
     mbstd = d.children["b4"].children.get("mbstd")
     group = mbstd.attr("group_size", 4) if mbstd else 4
     channels = state["b4.conv.weight"].shape[1] - widths[4]
-    clamps = _conv_clamps(d)
-    if group is None or len(clamps) > 1:
-        raise _fail(source, "a discriminator with a whole-batch minibatch-std group or mixed conv_clamp")
+    if group is None:
+        raise _fail(source, "a discriminator whose minibatch-std group is the whole batch")
+    if isinstance(group, bool) or not isinstance(group, int):
+        raise _fail(source, f"a minibatch-std group of {str(group)[:40]}")
+    # NVIDIA builds the resnet blocks' 1×1 skip layers without conv_clamp; every other layer has the same one
+    layers = [(name, r.attr("conv_clamp")) for name, r in d.walk() if "conv_clamp" in r.state]
+    skips = {c for name, c in layers if name.endswith(".skip")}
+    clamps = {c for name, c in layers if not name.endswith(".skip")}
+    if skips - {None}:
+        raise _fail(source, f"a discriminator with conv_clamp {str(sorted(map(str, skips))[:4])[:60]} on its skip "
+                            f"layers (NVIDIA's have none)")
+    clamp = _one_clamp(clamps, source)
     try:
         return StyleGAN2Config(resolution=res, z_dim=g_config.z_dim, w_dim=g_config.w_dim,
                                mapping_layers=g_config.mapping_layers, mapping_lr_mul=g_config.mapping_lr_mul,
-                               channel_base=base, channel_max=cmax, conv_clamp=clamps.pop() if clamps else None,
+                               channel_base=base, channel_max=cmax, conv_clamp=clamp,
                                mbstd_group_size=int(group), mbstd_channels=int(channels))
     except ConfigError as exc:
         raise CheckpointError(f"{source}: unsupported discriminator ({exc})") from None
@@ -299,29 +341,57 @@ def _fp16_blocks(rec: PersistentObject) -> list[str]:
     return [name for name, r in rec.walk() if r.attr("use_fp16")]
 
 
+def _read_generator(g: PersistentObject, source: str) -> tuple[StyleGAN2Generator, StyleGAN2Config]:
+    _check_generator(g, source)
+    g_state = _check_filters(g.tensors(), source)
+    config = _generator_config(g, g_state, source)
+    return load_strict(StyleGAN2Generator(config), g_state, f"{source} [G_ema]").eval(), config
+
+
+def _read_discriminator(d: PersistentObject, config: StyleGAN2Config, source: str) -> StyleGAN2Discriminator:
+    d_state = _check_filters(d.tensors(), source)
+    d_config = _discriminator_config(d, d_state, config, source)
+    return load_strict(StyleGAN2Discriminator(d_config), d_state, f"{source} [D]").eval()
+
+
+def _malformed_is_one_line(read, *args):
+    """``read(*args)``; a record whose tensors or attributes have shapes or types no snapshot has (a
+    0-d weight, a list where a number belongs) becomes one CheckpointError line."""
+    try:
+        return read(*args)
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise CheckpointError(f"{args[-1]}: a damaged or crafted snapshot ({type(exc).__name__}: "
+                              f"{first_line(exc, 120)})") from None
+
+
 def load_nvidia_snapshot(path: str | Path, *, with_discriminator: bool = True
                          ) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator | None, dict[str, Any]]:
     """``(G_ema, D or None, info)`` from a ``network-snapshot-*.pkl``, in eval mode on the CPU.
 
-    Blocks that NVIDIA runs in float16 (``num_fp16_res``) are computed in float32 here, which is
-    NVIDIA's own ``force_fp32=True`` result; ``conv_clamp`` is applied as in the original.
+    Every configuration of stylegan2-ada-pytorch's ``train.py`` is read: G_ema alone or with G and D,
+    an ``augment_pipe`` (ignored), ``conv_clamp`` (applied as in the original, see
+    ``networks.stylegan2``) and ``num_fp16_res`` top blocks, which NVIDIA runs in float16 and which are
+    computed in float32 here (NVIDIA's ``force_fp32=True`` result; ``info["fp16_blocks"]`` names them).
+    A discriminator that cannot be read never stops the generator: ``D`` is then None and
+    ``info["discriminator_skipped"]`` says why in one line.
     """
     source = str(path)
     data = read_snapshot(path)
     g = data["G_ema"]
-    _check_generator(g, source)
-    g_state = _check_filters(g.tensors(), source)
-    config = _generator_config(g, g_state, source)
-    generator = load_strict(StyleGAN2Generator(config), g_state, f"{source} [G_ema]").eval()
+    generator, config = _malformed_is_one_line(_read_generator, g, source)
     info: dict[str, Any] = {"format": SNAPSHOT_FORMAT, "generator": "G_ema",
                             "embedded_source_chars": g.source_chars, "fp16_blocks": _fp16_blocks(g),
                             "ignored": sorted(k for k in data if k not in ("G_ema", "D"))}
     discriminator = None
     d = data.get("D")
     if with_discriminator and isinstance(d, PersistentObject):
-        d_state = _check_filters(d.tensors(), source)
-        d_config = _discriminator_config(d, d_state, config, source)
-        discriminator = load_strict(StyleGAN2Discriminator(d_config), d_state, f"{source} [D]").eval()
-        info["discriminator"] = "D"
-        info["fp16_blocks"] += [f"D.{n}" for n in _fp16_blocks(d)]
+        try:
+            discriminator = _malformed_is_one_line(_read_discriminator, d, config, source)
+        except CheckpointError as exc:
+            info["discriminator_skipped"] = first_line(exc)
+        else:
+            info["discriminator"] = "D"
+            info["fp16_blocks"] += [f"D.{n}" for n in _fp16_blocks(d)]
+    elif with_discriminator and d is not None:
+        info["discriminator_skipped"] = f"{source}: D is a {type(d).__name__}, not a network"
     return generator, discriminator, info

@@ -1,8 +1,13 @@
 """rosinality ``stylegan2-pytorch`` checkpoints (``train.py`` files; also the form pSp, e4e, ReStyle use).
 
 A checkpoint is a ``torch.save`` dict with ``g_ema`` (generator state_dict), optionally ``d``, ``g``,
-optimiser states, ``args`` (an ``argparse.Namespace``) and ``latent_avg``. It is read with
-``torch.load(weights_only=True)``, allowing ``argparse.Namespace`` as the only extra global: no code
+optimiser states, ``args`` (an ``argparse.Namespace``) and ``latent_avg``. Every layout rosinality writes
+is read: ``train.py``'s ``{g, d, g_ema, g_optim, d_optim, args, ada_aug_p}``, ``convert_weight.py``'s
+``{g_ema, latent_avg [w_dim]}`` (optionally with ``g`` and ``d``), and pSp-style files whose
+``latent_avg`` is ``[1, w_dim]`` or one row repeated. ``g`` and the optimiser states are not used; a
+``d`` that cannot be read is left out with a note (``info["discriminator_skipped"]``), never stopping
+the generator. Files are read with ``formats.common.read_torch_file`` (a bounded scan, then
+``torch.load(weights_only=True)``), allowing ``argparse.Namespace`` as the only extra global: no code
 from the file runs. The configuration is inferred from the tensor shapes; the key names map one to
 one onto ``StyleGAN2Generator`` / ``StyleGAN2Discriminator`` (``KEY MAP`` below), so the same table
 writes a rosinality file back (``save_rosinality``).
@@ -26,7 +31,7 @@ from ..fileio import atomic_path
 from ..networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator, channel_layout
 from ..networks.stylegan2_discriminator import StyleGAN2Discriminator
 from ..networks.stylegan2_layers import fir_filter
-from .common import first_line, load_strict
+from .common import first_line, load_strict, read_torch_file
 
 CHECKPOINT_FORMAT = "rosinality-stylegan2"
 LR_MLP = 0.01  # rosinality Generator(lr_mlp=0.01): not saved in checkpoints
@@ -98,17 +103,33 @@ def rosinality_shape(key: str, value: torch.Tensor) -> torch.Tensor:
 
 # --- reading -------------------------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict (``argparse.Namespace`` is the one extra global allowed, for ``args``)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign, unsafe or corrupt files
-        raise CheckpointError(f"{path}: not a readable rosinality checkpoint ({first_line(exc)})") from None
+    ckpt = read_torch_file(path, extra_globals=[argparse.Namespace], kind="rosinality checkpoint")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
         raise CheckpointError(f"{path}: not a rosinality stylegan2-pytorch checkpoint (no 'g_ema' state_dict)")
     return ckpt
+
+
+def _state_dict(state: Any, source: str) -> dict[str, torch.Tensor]:
+    """A state_dict of named tensors, or one line that says what the file holds instead."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: a {type(state).__name__}, not a state_dict")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            shown = key[:80] if isinstance(key, str) else f"a {type(key).__name__} key"
+            raise CheckpointError(f"{source}: {shown} holds a {type(value).__name__}, not a tensor; the file is "
+                                  f"damaged or not a rosinality checkpoint")
+    return state
+
+
+def _shape(state: dict[str, torch.Tensor], key: str, ndim: int, source: str) -> tuple[int, ...]:
+    """The shape of ``state[key]``, which must exist and have ``ndim`` dimensions."""
+    if key not in state:
+        raise CheckpointError(f"{source}: missing key {key}")
+    if state[key].ndim != ndim:
+        raise CheckpointError(f"{source}: {key} has shape {list(state[key].shape)}, expected {ndim} dimensions")
+    return tuple(state[key].shape)
 
 
 def _fail(source: str, what: str) -> CheckpointError:
@@ -132,15 +153,16 @@ def infer_generator_config(g: dict[str, torch.Tensor], source: str = "g_ema") ->
     if not styles or styles != list(range(1, len(styles) + 1)) or rgbs != list(range(len(rgbs))) \
             or "input.input" not in g or "conv1.conv.weight" not in g:
         raise CheckpointError(f"{source}: not a rosinality StyleGAN2 generator state_dict")
-    if g["to_rgb1.conv.weight"].shape[1] != 3:
-        raise _fail(source, f"a generator with {g['to_rgb1.conv.weight'].shape[1]} image channels")
-    w_dim = g["style.1.weight"].shape[0]
+    rgb_channels = _shape(g, "to_rgb1.conv.weight", 5, source)[1]
+    if rgb_channels != 3:
+        raise _fail(source, f"a generator with {rgb_channels} image channels")
+    w_dim, z_dim = _shape(g, "style.1.weight", 2, source)
     resolution = 2 ** (len(rgbs) + 2)
-    widths = {4: g["conv1.conv.weight"].shape[1]}
-    widths.update({2 ** (k + 3): g[f"to_rgbs.{k}.conv.weight"].shape[2] for k in rgbs})
+    widths = {4: _shape(g, "conv1.conv.weight", 5, source)[1]}
+    widths.update({2 ** (k + 3): _shape(g, f"to_rgbs.{k}.conv.weight", 5, source)[2] for k in rgbs})
     base, cmax = _channel_base(widths, source)
     try:
-        return StyleGAN2Config(resolution=resolution, z_dim=g["style.1.weight"].shape[1], w_dim=w_dim,
+        return StyleGAN2Config(resolution=resolution, z_dim=z_dim, w_dim=w_dim,
                                mapping_layers=len(styles), mapping_lr_mul=LR_MLP, channel_base=base, channel_max=cmax)
     except ConfigError as exc:
         raise CheckpointError(f"{source}: unsupported generator ({exc})") from None
@@ -184,8 +206,11 @@ def _w_avg(ckpt: dict[str, Any], generator: StyleGAN2Generator, source: str) -> 
         return w.mean(dim=0), f"estimated from {W_AVG_SAMPLES} samples (no latent_avg in the file)"
     if not isinstance(avg, torch.Tensor) or avg.ndim not in (1, 2) or avg.shape[-1] != generator.w_dim \
             or (avg.ndim == 2 and not torch.equal(avg, avg[:1].expand_as(avg))):
-        raise CheckpointError(f"{source}: latent_avg of shape {list(getattr(avg, 'shape', []))} is not one "
-                              f"{generator.w_dim}-d mean w")
+        shape = list(avg.shape) if isinstance(avg, torch.Tensor) else f"(a {type(avg).__name__})"
+        raise CheckpointError(f"{source}: latent_avg of shape {shape} is not one {generator.w_dim}-d mean w")
+    if not avg.is_floating_point() or not torch.isfinite(avg).all():
+        raise CheckpointError(f"{source}: latent_avg holds NaN/inf or is not floating-point; the file is damaged "
+                              f"(remove 'latent_avg' to have it estimated from samples)")
     return avg.reshape(-1, generator.w_dim)[0].float(), "latent_avg"
 
 
@@ -197,8 +222,9 @@ def load_rosinality_checkpoint(path: str | Path, *, with_discriminator: bool = T
     ckpt = read_checkpoint(path)
     arch = getattr(ckpt.get("args"), "arch", "stylegan2")
     if arch != "stylegan2":
-        raise _fail(source, f"the {arch!r} architecture")
-    g = ckpt["g_ema"]
+        raise _fail(source, f"the {arch[:40]!r} architecture" if isinstance(arch, str)
+                    else f"an args.arch that is a {type(arch).__name__}")
+    g = _state_dict(ckpt["g_ema"], f"{source} [g_ema]")
     config = infer_generator_config(g, f"{source} [g_ema]")
     _check_fir(g, generator_fir_keys(config), 4.0, f"{source} [g_ema]")
     generator = StyleGAN2Generator(config)
@@ -211,9 +237,13 @@ def load_rosinality_checkpoint(path: str | Path, *, with_discriminator: bool = T
                             "mapping_lr_mul": f"{LR_MLP} (rosinality's default; not stored in the file)",
                             "ignored": sorted(k for k in ckpt if k not in ("g_ema", "d", "latent_avg"))}
     discriminator = None
-    if with_discriminator and isinstance(ckpt.get("d"), dict):
-        discriminator = _load_discriminator(ckpt["d"], config, f"{source} [d]")
-        info["discriminator"] = "d"
+    if with_discriminator and ckpt.get("d") is not None:
+        try:
+            discriminator = _load_discriminator(_state_dict(ckpt["d"], f"{source} [d]"), config, f"{source} [d]")
+        except CheckpointError as exc:  # the generator is what a pack needs; say why d was left out
+            info["discriminator_skipped"] = first_line(exc)
+        else:
+            info["discriminator"] = "d"
     return generator, discriminator, info
 
 
@@ -223,7 +253,7 @@ def _load_discriminator(d: dict[str, torch.Tensor], g_config: StyleGAN2Config, s
     keys = [f"convs.{j}.conv1.1.bias" for j in range(1, len(resolutions) + 1)] + ["final_conv.1.bias"]
     if any(k not in d for k in keys):
         raise CheckpointError(f"{source}: not a {g_config.resolution}px rosinality discriminator")
-    widths = {r: d[k].shape[0] for r, k in zip(resolutions + [4], keys)}
+    widths = {r: _shape(d, k, 1, source)[0] for r, k in zip(resolutions + [4], keys)}
     base, cmax = _channel_base(widths, source)
     config = dataclasses.replace(g_config, channel_base=base, channel_max=cmax)
     _check_fir(d, discriminator_fir_keys(config), 1.0, source)

@@ -10,6 +10,12 @@ Parameter and buffer names follow NVIDIA's ``stylegan2-ada-pytorch`` (``mapping.
 ``synthesis.b8.conv0.affine.bias``, ``synthesis.b8.conv0.noise_const`` …) without its fixed
 ``resample_filter`` buffers; ``idinvert.formats`` maps NVIDIA and rosinality files onto them.
 Codes are W+: every synthesis layer and toRGB reads its own row, as in NVIDIA's code.
+
+``conv_clamp`` c (256 in every configuration of NVIDIA's ``train.py``): each synthesis layer and toRGB
+clamps its output to ±c after the bias, the activation and its gain — NVIDIA's ``bias_act(…, clamp=c)``.
+Everything is computed in float32 on every device. NVIDIA runs its top ``num_fp16_res`` blocks in
+float16 unless ``force_fp32=True`` (the clamp keeps them in float16's range); the float32 result here is
+its ``force_fp32=True`` output, which differs from the float16 one by float16 rounding only.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ class StyleGAN2Config:
     mapping_lr_mul: float = 0.01  # mapping_kwargs.lr_multiplier
     channel_base: int = 32768  # channels at resolution r: min(channel_base // r, channel_max)
     channel_max: int = 512  # channel_max
-    conv_clamp: float | None = None  # conv_clamp: activations clamped to ±this (None: off)
+    conv_clamp: float | None = None  # conv_clamp: conv/toRGB outputs clamped to ±this after act·gain (None: off)
     mbstd_group_size: int = 4  # D epilogue_kwargs.mbstd_group_size
     mbstd_channels: int = 1  # D epilogue_kwargs.mbstd_num_channels (0: no minibatch std)
     truncation_psi: float = 1.0  # ψ used when sampling from z (1 = off)

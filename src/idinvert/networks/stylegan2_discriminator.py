@@ -3,6 +3,8 @@
 Image ``[N, 3, R, R]`` → 1×1 fromRGB at R → per resolution R … 8 a residual block (3×3 conv,
 3×3 conv with FIR downsampling, a 1×1 downsampling skip; the sum scaled by √½) → at 4×4 the
 minibatch standard deviation as an extra channel, a 3×3 conv, a dense layer and the logit ``[N, 1]``.
+With ``conv_clamp`` c, every convolution but the skip clamps its output to ±c·gain after the activation
+and its gain, as NVIDIA's ``Conv2dLayer`` does (the skip is built without a clamp there).
 Names follow NVIDIA's ``stylegan2-ada-pytorch`` (``b64.fromrgb.weight``, ``b4.fc.bias`` …).
 """
 
@@ -44,7 +46,8 @@ class DiscriminatorBlock(nn.Module):
             self.fromrgb = Conv2dLayer(3, tmp, 1, conv_clamp=clamp)
         self.conv0 = Conv2dLayer(tmp, tmp, 3, conv_clamp=clamp)
         self.conv1 = Conv2dLayer(tmp, out, 3, down=True, conv_clamp=clamp)
-        self.skip = Conv2dLayer(tmp, out, 1, bias=False, activate=False, down=True, conv_clamp=clamp)
+        # NVIDIA's 1×1 skip has no clamp even when every other layer clamps (conv_clamp = 256 in train.py)
+        self.skip = Conv2dLayer(tmp, out, 1, bias=False, activate=False, down=True)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         if x is None:
