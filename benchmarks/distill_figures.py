@@ -29,7 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_report  # noqa: E402
 
-from idinvert.editing import mix, synthesize  # noqa: E402
+from idinvert.engine.editing import mix  # noqa: E402
+from idinvert.engine.tuned import synthesize  # noqa: E402
 from idinvert.evaluation.plots import labelled_grid  # noqa: E402
 from idinvert.metrics.lpips import lpips_distance  # noqa: E402
 from idinvert.pack import load_pack  # noqa: E402

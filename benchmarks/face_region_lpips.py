@@ -22,7 +22,7 @@ from common import machine, write_report  # noqa: E402
 
 from idinvert.align import framing_from_config  # noqa: E402
 from idinvert.attributes.predictor import crop_between, crop_square  # noqa: E402
-from idinvert.inversion import InversionConfig, invert  # noqa: E402
+from idinvert.engine.inversion import InversionConfig, invert  # noqa: E402
 from idinvert.metrics.lpips import lpips_distance  # noqa: E402
 from idinvert.pack import load_pack  # noqa: E402
 from idinvert.training.data import ImageDataset  # noqa: E402

@@ -41,7 +41,8 @@ from common import machine, write_report  # noqa: E402
 
 from idinvert.cli.common import default_batch_size  # noqa: E402
 from idinvert.config import official_256  # noqa: E402
-from idinvert.inversion import frozen, optimize_codes  # noqa: E402
+from idinvert.networks.derived import frozen  # noqa: E402
+from idinvert.engine.inversion import optimize_codes  # noqa: E402
 from idinvert.networks import DomainGuidedEncoder, StyleGANGenerator, VGG16Features  # noqa: E402
 from idinvert.pack import load_pack  # noqa: E402
 from idinvert.perceptual import PAPER_LAMBDA_VGG  # noqa: E402

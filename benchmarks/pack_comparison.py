@@ -33,9 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_report  # noqa: E402
 
 from idinvert.attributes import load_predictor, predictor_output  # noqa: E402
-from idinvert.editing import load_boundary, manipulate, synthesize  # noqa: E402
+from idinvert.boundaries import load_boundary  # noqa: E402
+from idinvert.engine.editing import manipulate  # noqa: E402
+from idinvert.engine.tuned import synthesize  # noqa: E402
 from idinvert.images import save_image  # noqa: E402
-from idinvert.inversion import InversionConfig, invert  # noqa: E402
+from idinvert.engine.inversion import InversionConfig, invert  # noqa: E402
 from idinvert.metrics.inception import inception_features  # noqa: E402
 from idinvert.metrics.fid import fid_from_features  # noqa: E402
 from idinvert.metrics.kid import kid_from_features  # noqa: E402

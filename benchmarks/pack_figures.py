@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from common import machine, write_report
-from idinvert.inversion import InversionConfig, invert
+from idinvert.engine.inversion import InversionConfig, invert
 from idinvert.metrics.fid import FrechetInceptionDistance
 from idinvert.metrics.pixel import mse as per_image_mse
 from idinvert.pack import load_pack

@@ -47,7 +47,8 @@ def independent_edit_check(pack, theirs, count: int, distance: float = 3.0) -> d
     ``count`` codes sampled with ψ = 0.7 are moved to −d and +d along each boundary; the generated
     faces (upscaled to 200 px, bicubic, as UTKFace crops) are scored by the independent models.
     """
-    from idinvert.editing import load_boundary, manipulate
+    from idinvert.boundaries import load_boundary
+    from idinvert.engine.editing import manipulate
 
     z = torch.randn(count, pack.generator.config.z_dim, generator=torch.Generator().manual_seed(0))
     codes = pack.generator.sample_codes(z, truncation_psi=0.7)

@@ -35,18 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_report  # noqa: E402
 
 from idinvert.attributes import boundary_sign, load_predictor  # noqa: E402
-from idinvert.editing import manipulate  # noqa: E402
+from idinvert.engine.editing import manipulate  # noqa: E402
 from idinvert.evaluation.codes import boundary_layers  # noqa: E402
 from idinvert.evaluation.plots import labelled_grid  # noqa: E402
 from idinvert.evaluation.reconstruction import available_pair_metrics  # noqa: E402
 from idinvert.evaluation.refinement import pti_comparison, pti_markdown  # noqa: E402
 from idinvert.evaluation.suite import boundary_output, load_pack_boundaries  # noqa: E402
-from idinvert.inversion import InversionConfig, invert  # noqa: E402
+from idinvert.engine.inversion import InversionConfig, invert  # noqa: E402
 from idinvert.metrics import lpips_distance  # noqa: E402
 from idinvert.pack import load_pack  # noqa: E402
-from idinvert.refine import RefineConfig, refine  # noqa: E402
+from idinvert.engine.refine import RefineConfig, refine  # noqa: E402
 from idinvert.training.data import ImageDataset  # noqa: E402
-from idinvert.tuned import TunedWeights, save_tuned, synthesize_tuned  # noqa: E402
+from idinvert.engine.tuned import TunedWeights, save_tuned, synthesize_tuned  # noqa: E402
 
 
 def float16_check(pack, codes: torch.Tensor, tuned: TunedWeights) -> dict:

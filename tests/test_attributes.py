@@ -14,7 +14,7 @@ from idinvert.attributes.boundary import project_out
 from idinvert.attributes.predictor import AttributePredictor, PredictorConfig, PredictorTargets, predictor_loss, roc_auc
 from idinvert.attributes.train import dataset_targets
 from idinvert.cli import main
-from idinvert.editing import load_boundary
+from idinvert.boundaries import load_boundary
 from idinvert.errors import ConfigError
 from idinvert.pack import load_pack
 from idinvert.training.data import ImageDataset, prepare_dataset

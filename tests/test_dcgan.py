@@ -14,10 +14,10 @@ from torch import nn
 
 from idinvert.cli import main
 from idinvert.config import EncoderConfig
-from idinvert.editing import load_boundary, save_boundary
+from idinvert.boundaries import load_boundary, save_boundary
 from idinvert.errors import CheckpointError, ConfigError
 from idinvert.formats.dcgan import infer_dcgan_config, load_dcgan_generator
-from idinvert.inversion import InversionConfig, invert
+from idinvert.engine.inversion import InversionConfig, invert
 from idinvert.networks import DCGANConfig, DCGANGenerator, DomainGuidedEncoder
 from idinvert.pack import load_pack, save_pack, update_pack
 from idinvert.perceptual import default_perceptual_config
@@ -178,7 +178,7 @@ def test_every_verb_runs_on_a_dcgan_pack(dcgan_pack_dir, photos, tmp_path, capsy
 
 
 def test_mixing_single_row_codes_is_refused():
-    from idinvert.editing import mix
+    from idinvert.engine.editing import mix
 
     with pytest.raises(ConfigError, match="single row"):
         mix(torch.zeros(1, 1, Z), torch.zeros(1, 1, Z))

@@ -76,7 +76,8 @@ def test_invert_a_test_photo_without_any_option(tmp_path):
 
 def test_edit_by_attribute_name_moves_the_predicted_attribute(bundled):
     from idinvert.attributes import load_predictor
-    from idinvert.editing import load_boundary, manipulate
+    from idinvert.boundaries import load_boundary
+    from idinvert.engine.editing import manipulate
 
     g = bundled.generator
     codes = g.sample_codes(torch.randn(8, g.z_dim, generator=torch.Generator().manual_seed(1)), truncation_psi=0.7)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from idinvert.inversion import frozen
+from idinvert.networks.derived import frozen
 from idinvert.networks import StyleGANGenerator
 from idinvert.networks.derived import derived, remembering
 

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from conftest import tiny_networks
 from idinvert.cli import main
 from idinvert.config import EncoderConfig
-from idinvert.directions import ganspace, layer_weights, pack_directions, sample_prior_codes, sefa
-from idinvert.editing import Boundary, load_boundary, manipulate
+from idinvert.engine.directions import ganspace, layer_weights, pack_directions, sample_prior_codes, sefa
+from idinvert.boundaries import Boundary, load_boundary
+from idinvert.engine.editing import manipulate
 from idinvert.errors import ConfigError
 from idinvert.evaluation import latent_editing_consistency
 from idinvert.networks import DCGANConfig, DCGANGenerator, DomainGuidedEncoder

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from idinvert.diffusion import crop_box, diffuse, diffusion_mask, stitch
-from idinvert.editing import (Boundary, default_mix_layer_start, interpolate, load_boundary, manipulate, mix,
-                              parse_layers, save_boundary, synthesize)
+from idinvert.engine.diffusion import crop_box, diffuse, diffusion_mask, stitch
+from idinvert.boundaries import Boundary, load_boundary, parse_layers, save_boundary
+from idinvert.engine.editing import default_mix_layer_start, interpolate, manipulate, mix
+from idinvert.engine.tuned import synthesize
 from idinvert.errors import BoundaryError, ConfigError, NonFiniteError
-from idinvert.inversion import encode, frozen, optimize_codes
+from idinvert.engine.inversion import encode, optimize_codes
+from idinvert.networks.derived import frozen
 
 L, C = 8, 32  # codes of the tiny 32 px pack
 

@@ -16,8 +16,8 @@ from idinvert.attributes import predictor_entry, save_predictor
 from idinvert.attributes.predictor import AttributePredictor, PredictorConfig
 from idinvert.cli import main
 from idinvert.config import EncoderConfig, to_dict
-from idinvert.directions import sefa
-from idinvert.editing import Boundary, save_boundary
+from idinvert.engine.directions import sefa
+from idinvert.boundaries import Boundary, save_boundary
 from idinvert.evaluation import (EvaluationConfig, MemoryCache, RealReference, average_precision, binarize,
                                  boundary_projection, edit_quality, evaluate, labels_from_rows, midpoints,
                                  monotone_fraction, precision_recall_curve, random_pairs, spearman)

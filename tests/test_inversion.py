@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from idinvert.errors import ConfigError, NonFiniteError
-from idinvert.inversion import InversionConfig, frozen, invert, optimize_codes
+from idinvert.engine.inversion import InversionConfig, invert, optimize_codes
+from idinvert.networks.derived import frozen
 
 
 def targets(pack, n=3, seed=0):

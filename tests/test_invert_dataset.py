@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 
 from idinvert.cli import main
-from idinvert.dataset_inversion import DatasetJob, Prefetcher, invert_dataset, resolve_lambda_vgg
+from idinvert.engine.dataset_inversion import DatasetJob, Prefetcher, invert_dataset, resolve_lambda_vgg
 from idinvert.images import unique_names
-from idinvert.inversion import InversionConfig
+from idinvert.engine.inversion import InversionConfig
 from idinvert.pack import load_pack
 
 STEPS = ["--steps", "3"]

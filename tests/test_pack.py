@@ -77,7 +77,7 @@ def test_truncated_weights_file(tiny_pack_dir, tmp_path):
 def test_copy_pack_keeps_listed_files_and_halves_chosen_networks(tiny_pack_dir, tmp_path):
     import shutil
 
-    from idinvert.editing import save_boundary
+    from idinvert.boundaries import save_boundary
     from idinvert.pack import copy_pack, update_pack
 
     src = tmp_path / "src"

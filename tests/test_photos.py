@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from idinvert.cli import main
-from idinvert.editing import save_boundary
+from idinvert.boundaries import save_boundary
 from idinvert.pack import update_pack
 
 

@@ -16,17 +16,16 @@ from PIL import Image
 from conftest import tiny_networks
 from idinvert.cli import main
 from idinvert.config import EncoderConfig
-from idinvert.editing import save_boundary
+from idinvert.boundaries import save_boundary
 from idinvert.errors import CheckpointError, ConfigError
 from idinvert.images import read_image
-from idinvert.inversion import InversionConfig, invert
+from idinvert.engine.inversion import InversionConfig, invert
 from idinvert.metrics import lpips as lpips_module
 from idinvert.networks import DCGANConfig, DCGANGenerator, DomainGuidedEncoder
 from idinvert.pack import load_pack, save_pack, update_pack
 from idinvert.perceptual import default_perceptual_config
-from idinvert.refine import RefineConfig, refine
-from idinvert.tuned import (TunedWeights, fingerprint, load_tuned, save_tuned, synthesize_tuned,
-                            tunable_names)
+from idinvert.engine.refine import RefineConfig, refine
+from idinvert.engine.tuned import TunedWeights, fingerprint, load_tuned, save_tuned, synthesize_tuned, tunable_names
 
 KINDS = ("stylegan", "dcgan", "stylegan2")
 
@@ -136,7 +135,7 @@ def test_locality_regulariser_runs_and_is_seeded(kind):
 def double_lpips(monkeypatch):
     """LPIPS in float64 (its module casts inputs to its own dtype)."""
     model = copy.deepcopy(lpips_module.cached_lpips("vgg", torch.device("cpu"))).double()
-    module = sys.modules["idinvert.refine"]  # the attribute idinvert.refine is the function
+    module = sys.modules["idinvert.engine.refine"]  # the attribute idinvert.refine is the function
     monkeypatch.setattr(module, "cached_lpips", lambda net, device: model)
     monkeypatch.setattr(module, "_scores", lambda x, r: {"mse": (x - r).square().flatten(1).mean(1),
                                                          "lpips": model(x, r.clamp(-1, 1))})
@@ -302,7 +301,7 @@ def test_edit_refines_photos_on_the_spot_and_a_wrong_pack_is_refused(tiny_pack_d
 
 def test_evaluate_adds_pti_rows_for_both_pivots(tiny_pack):
     from idinvert.attributes.predictor import AttributePredictor, PredictorConfig
-    from idinvert.editing import Boundary
+    from idinvert.boundaries import Boundary
     from idinvert.evaluation import EvaluationConfig, evaluate
     from idinvert.evaluation.outputs import markdown
 

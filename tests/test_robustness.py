@@ -24,9 +24,10 @@ import pytest
 import torch
 from PIL import Image
 
-from idinvert import inversion, safety
+from idinvert.engine import inversion
+from idinvert import safety
 from idinvert.cli import main
-from idinvert.editing import load_boundary
+from idinvert.boundaries import load_boundary
 from idinvert.errors import BoundaryError, ConfigError, ImageError
 from idinvert.images import MAX_PIXELS, decode_image, unique_names
 from idinvert.pack import load_pack

@@ -26,7 +26,8 @@ from PIL import Image
 
 pytest.importorskip("flask", reason="the web editor needs Flask: pip install 'flask>=3.0,<4'")
 
-from idinvert.editing import manipulate, save_boundary  # noqa: E402
+from idinvert.engine.editing import manipulate  # noqa: E402
+from idinvert.boundaries import save_boundary  # noqa: E402
 from idinvert.errors import IdinvertError  # noqa: E402
 from idinvert.pack import load_pack, update_pack  # noqa: E402
 from idinvert.server import ServerOptions, create_app  # noqa: E402

@@ -15,11 +15,11 @@ from PIL import Image
 
 from idinvert.cli import main
 from idinvert.config import DiscriminatorConfig, EncoderConfig
-from idinvert.editing import load_boundary, save_boundary
+from idinvert.boundaries import load_boundary, save_boundary
 from idinvert.errors import CheckpointError
 from idinvert.formats.rosinality import load_rosinality_checkpoint
 from idinvert.formats.stylegan2 import load_stylegan2
-from idinvert.inversion import InversionConfig, invert
+from idinvert.engine.inversion import InversionConfig, invert
 from idinvert.networks import (Discriminator, DomainGuidedEncoder, StyleGAN2Config, StyleGAN2Discriminator,
                                StyleGAN2Generator)
 from idinvert.pack import load_pack, save_pack, update_pack

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from . import __version__
+from .version import __version__
 from .fileio import write_json, write_text
 from .images import RESAMPLE, save_image
 

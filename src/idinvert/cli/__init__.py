@@ -15,7 +15,7 @@ import threading
 import warnings
 from typing import Sequence
 
-from .. import __version__
+from ..version import __version__
 from ..errors import IdinvertError
 from . import convert, invert
 

@@ -10,16 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..diffusion import (CENTER_X, CENTER_Y, CROP_SIZE, REFERENCE_RESOLUTION, DiffusionResult, crop_box,
-                         diffuse)
-from ..editing import default_mix_layer_start, interpolate, mix
+from ..engine.diffusion import CENTER_X, CENTER_Y, CROP_SIZE, REFERENCE_RESOLUTION, DiffusionResult, crop_box, diffuse
+from ..engine.editing import default_mix_layer_start, interpolate, mix
 from ..errors import ConfigError, NonFiniteError
 from ..fileio import StagedOutput, check_output_dir
 from ..images import expand_inputs, read_images, save_image, unique_names
-from ..inversion import InversionConfig
+from ..engine.inversion import InversionConfig
 from ..pack import ModelPack
 from ..report import Report, environment, write_outputs
-from ..inversion import MAX_STEPS, MAX_WEIGHT
+from ..engine.inversion import MAX_STEPS, MAX_WEIGHT
 from ..safety import check_float, check_int
 from .common import add_device, add_model, add_quiet, batch_size_of, check_lr, info, open_pack, progress
 from .edit import render

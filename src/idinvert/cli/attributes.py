@@ -16,7 +16,7 @@ from ..attributes import (boundary_sign, load_predictor, pack_boundaries, predic
 from ..attributes.boundary import BoundaryConfig, train_boundary
 from ..attributes.predictor import PredictorConfig
 from ..attributes.train import PredictorTrainConfig, PredictorTrainer, evaluate_predictor
-from ..editing import load_boundary, parse_layers, save_boundary
+from ..boundaries import load_boundary, parse_layers, save_boundary
 from ..errors import ConfigError
 from ..fileio import write_json
 from ..pack import update_pack

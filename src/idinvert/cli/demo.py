@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 
 from ..attributes import pack_boundaries
-from ..editing import interpolate, load_boundary, manipulate, synthesize
+from ..engine.editing import interpolate, manipulate
+from ..boundaries import load_boundary
+from ..engine.tuned import synthesize
 from ..errors import ConfigError
 from ..fileio import StagedOutput, atomic_path, check_output_dir
 from ..images import RESAMPLE, save_image, tensor_to_uint8
-from ..inversion import MAX_STEPS, InversionConfig
+from ..engine.inversion import MAX_STEPS, InversionConfig
 from ..report import Report, environment, write_outputs
 from ..safety import check_int, check_seed, safe_name
 from .common import add_device, add_model, add_quiet, default_batch_size, info, open_pack

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..directions import DEFAULT_SAMPLES, METHODS, Directions, find_directions
-from ..editing import DEFAULT_DISTANCES, manipulate, parse_layers, save_boundary, synthesize
+from ..engine.directions import DEFAULT_SAMPLES, METHODS, Directions, find_directions
+from ..engine.editing import DEFAULT_DISTANCES, manipulate
+from ..boundaries import parse_layers, save_boundary
+from ..engine.tuned import synthesize
 from ..errors import ConfigError, NonFiniteError
 from ..evaluation.plots import labelled_grid
 from ..fileio import StagedOutput, check_output_dir

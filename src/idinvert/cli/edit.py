@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..editing import DEFAULT_DISTANCES, Boundary, load_boundary, manipulate, parse_layers
+from ..engine.editing import DEFAULT_DISTANCES, manipulate
+from ..boundaries import Boundary, load_boundary, parse_layers
 from ..errors import BoundaryError, CheckpointError, ConfigError, NonFiniteError
 from ..fileio import StagedOutput, check_output_dir
 from ..images import save_image
 from ..pack import ModelPack
 from ..report import Report, environment, write_outputs
 from ..safety import check_int
-from ..tuned import TunedWeights, synthesize_tuned
+from ..engine.tuned import TunedWeights, synthesize_tuned
 from .common import add_device, add_model, add_quiet, default_batch_size, info, open_pack, parse_pair, progress
 from .invert import Inverted, codes_from_inputs, pack_identity, run_inversion
 from .refining import add_refine_options, refine_missing
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def invert_faces(args: argparse.Namespace, pack: ModelPack, aligned: AlignedPhotos) -> Inverted:
-    from ..inversion import InversionConfig
+    from ..engine.inversion import InversionConfig
 
     result = run_inversion(args, pack, aligned.faces, InversionConfig(), default_batch_size(pack))
     return Inverted(aligned.names, result.codes, aligned.faces, "aligned photos")

@@ -11,15 +11,15 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError, ImageError, NonFiniteError
-from ..inversion import MAX_STEPS, MAX_WEIGHT
+from ..engine.inversion import MAX_STEPS, MAX_WEIGHT
 from ..safety import check_float, check_int, check_names, check_seed, load_npy, npy_header, read_json
 from ..fileio import check_output_dir
 from ..images import expand_inputs, is_image_file, read_image, read_images, unique_names
-from ..inversion import METHODS, InversionConfig, InversionResult, invert
-from ..dataset_inversion import DatasetJob, invert_dataset, resolve_lambda_vgg
+from ..engine.inversion import METHODS, InversionConfig, InversionResult, invert
+from ..engine.dataset_inversion import DatasetJob, invert_dataset, resolve_lambda_vgg
 from ..pack import ModelPack, load_pack
 from ..training.common import Distributed, init_distributed
-from ..tuned import TunedWeights
+from ..engine.tuned import TunedWeights
 from .refining import REFINE_BATCH, add_refine_options, folder_tuning, refine_config_of, refine_invert_dir
 from .common import (MAX_BATCH, add_device, add_model, add_quiet, batch_size_of, check_lr, default_batch_size,
                      device_of, info, progress)

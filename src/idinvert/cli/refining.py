@@ -25,9 +25,9 @@ import torch
 from ..errors import ConfigError
 from ..fileio import atomic_path, write_json
 from ..images import read_image, read_images, save_image
-from ..refine import REFINE_METHODS, RefineConfig, RefineResult, refine
+from ..engine.refine import REFINE_METHODS, RefineConfig, RefineResult, refine
 from ..report import Report, write_html, write_sheet
-from ..tuned import TunedWeights, load_tuned, save_tuned, synthesize_tuned
+from ..engine.tuned import TunedWeights, load_tuned, save_tuned, synthesize_tuned
 from .common import info, progress
 
 MAX_REFINE_STEPS = 100_000  # PTI uses 350

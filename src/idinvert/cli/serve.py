@@ -10,7 +10,7 @@ import signal
 import threading
 
 from ..errors import ConfigError
-from ..inversion import MAX_STEPS
+from ..engine.inversion import MAX_STEPS
 from ..safety import check_float, check_int
 from .common import add_device, add_model, info, open_pack
 

@@ -167,7 +167,7 @@ def _report(args: argparse.Namespace, outcome, what: str) -> int:
                    f"pack: {args.run_dir / 'pack'}")
         return 0
     info(args, f"{what} stopped at {outcome.images_seen} images with a checkpoint; continue with --resume")
-    return 130 if outcome.by_signal else 0
+    return outcome.exit_status  # 130 after Ctrl-C, 143 after SIGTERM (as every verb), 0 after --max-minutes
 
 
 def run_prepare(args: argparse.Namespace) -> int:

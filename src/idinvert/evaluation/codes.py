@@ -14,7 +14,8 @@ from typing import Sequence
 
 import torch
 
-from ..editing import Boundary, interpolate, manipulate, parse_layers
+from ..boundaries import Boundary, parse_layers
+from ..engine.editing import interpolate, manipulate
 
 
 def random_pairs(n: int, count: int, *, generator: torch.Generator | None = None) -> torch.Tensor:

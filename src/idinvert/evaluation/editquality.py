@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from ..attributes.predictor import AttributePredictor
-from ..editing import Boundary, manipulate, synthesize
+from ..boundaries import Boundary
+from ..engine.editing import manipulate
+from ..engine.tuned import synthesize
 from ..metrics import lpips_distance
 from ..metrics.identity import face_descriptors
 from .codes import manipulation_codes

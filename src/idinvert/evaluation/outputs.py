@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..editing import synthesize
+from ..engine.tuned import synthesize
 from .codes import manipulation_codes, midpoints
 from .refinement import pti_markdown
 from .plots import bar_chart, labelled_grid, line_chart, side_by_side

@@ -20,11 +20,12 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..editing import Boundary, manipulate
+from ..boundaries import Boundary
+from ..engine.editing import manipulate
 from ..metrics import lpips_distance
 from ..metrics.identity import face_descriptors
-from ..refine import RefineConfig, refine
-from ..tuned import TunedWeights, synthesize_tuned
+from ..engine.refine import RefineConfig, refine
+from ..engine.tuned import TunedWeights, synthesize_tuned
 from .cache import ProgressFactory, no_progress
 from .editquality import attribute_scores
 from .reconstruction import PairScores, pair_metrics

@@ -34,10 +34,11 @@ import torch
 
 from ..attributes import boundary_sign, pack_boundaries
 from ..attributes.predictor import EDIT_NAMES, AttributePredictor
-from ..directions import pack_directions as load_pack_directions
-from ..editing import Boundary, load_boundary, synthesize
+from ..engine.directions import pack_directions as load_pack_directions
+from ..boundaries import Boundary, load_boundary
+from ..engine.tuned import synthesize
 from ..errors import ConfigError, IdinvertError
-from ..inversion import InversionConfig, invert
+from ..engine.inversion import InversionConfig, invert
 from ..metrics.fid import GaussianStatistics
 from ..metrics.identity import require_dlib
 from .cache import Cache, MemoryCache, ProgressFactory, digest, module_digest, no_progress, tensor_digest
@@ -537,7 +538,7 @@ class Evaluation:
 
     def pti(self, methods: list[MethodSpec]) -> dict[str, Any]:
         """Pivotal tuning from the in-domain and the MSE pivots: reconstruction and ±d edits, tuned vs not."""
-        from ..refine import RefineConfig
+        from ..engine.refine import RefineConfig
         from .refinement import pti_comparison
 
         c = self.config

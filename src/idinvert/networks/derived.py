@@ -4,7 +4,7 @@ Equalized-learning-rate layers use ``W·c`` rather than the stored ``W``, and th
 turns a 3×3 kernel into a summed 4×4 one, at every forward pass. While an inversion optimises a code
 through frozen networks these products never change, yet recomputing them costs a large share of a
 step: the encoder's last dense layer alone is 117 M multiplications (and a fresh 470 MB buffer) per
-step at 256 px. Inside ``remembering(*modules)`` (entered by ``inversion.frozen``) a layer computes
+step at 256 px. Inside ``remembering(*modules)`` (entered by ``frozen``) a layer computes
 each derived weight once and reuses it, for as long as its sources are the same frozen parameters,
 unchanged (same object, storage, dtype and version counter). Anything else is computed afresh as
 before: parameters that require gradients (training), tensors substituted by ``functional_call``
@@ -58,3 +58,27 @@ def remembering(*modules: nn.Module | None) -> Iterator[None]:
                 sub.__dict__.pop(_CACHE, None)
             else:
                 sub.__dict__[_CACHE] = previous
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module | None) -> Iterator[None]:
+    """Eval mode and no parameter gradients inside the block; previous state restored after.
+
+    Inside the block the layers also compute weights derived from their parameters once
+    (``derived``, above), not at every forward pass.
+    """
+    saved = []
+    for m in modules:
+        if m is None:
+            continue
+        saved.append((m, m.training, [(p, p.requires_grad) for p in m.parameters()]))
+        m.eval()
+        m.requires_grad_(False)
+    try:
+        with remembering(*modules):
+            yield
+    finally:
+        for m, training, flags in saved:
+            m.train(training)
+            for p, flag in flags:
+                p.requires_grad_(flag)

@@ -30,7 +30,7 @@ from werkzeug.serving import make_server as _make_server
 
 from ..errors import ConfigError, IdinvertError, ImageError
 from ..images import MAX_PIXELS, decode_image
-from ..inversion import MAX_STEPS
+from ..engine.inversion import MAX_STEPS
 from ..safety import check_float, check_int, parse_json
 from ..pack import ModelPack
 from .editor import MAX_PHOTO_SIDE, Editor, decode_photo, encode_npy, encode_png, preview_jpeg

@@ -21,15 +21,16 @@ from PIL import Image, ImageDraw
 
 from ..align import (INSTALL_HINT, FaceAlignment, align_faces, check_alignment_available, framing_from_config,
                      paste_back, utkface_framing)
-from ..diffusion import crop_box, diffuse
-from ..editing import (DEFAULT_DISTANCES, Boundary, default_mix_layer_start, interpolate, load_boundary,
-                       manipulate, mix, synthesize)
+from ..engine.diffusion import crop_box, diffuse
+from ..engine.editing import DEFAULT_DISTANCES, default_mix_layer_start, interpolate, manipulate, mix
+from ..boundaries import Boundary, load_boundary
+from ..engine.tuned import synthesize
 from ..errors import ConfigError, IdinvertError, ImageError
 from ..images import RESAMPLE, decode_image, pil_to_tensor, resize_square, tensor_to_pil
-from ..inversion import InversionConfig, invert
+from ..engine.inversion import InversionConfig, invert
 from ..pack import ModelPack
-from ..refine import RefineConfig, refine
-from ..tuned import TunedWeights, synthesize_tuned
+from ..engine.refine import RefineConfig, refine
+from ..engine.tuned import TunedWeights, synthesize_tuned
 
 ALIGNMENTS = ("auto", "dlib", "center")
 EDIT_LIMIT = 10.0  # the largest |d| the server accepts; the sliders span DEFAULT_DISTANCES (±3)
@@ -155,7 +156,7 @@ class Editor:
     @staticmethod
     def _load_directions(pack: ModelPack) -> dict[str, Boundary]:
         """The pack's label-free directions (``idinvert directions --add-to-pack``): "direction 1" … "direction K"."""
-        from ..directions import pack_directions
+        from ..engine.directions import pack_directions
 
         return {f"direction {k + 1}": b for k, b in enumerate(pack_directions(pack).values())}
 

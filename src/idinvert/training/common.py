@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import CheckpointError, NonFiniteError
 from ..fileio import atomic_path
+from ..formats.common import read_torch_file
 
 
 @dataclass
@@ -154,12 +155,48 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A run's ``checkpoint.pt`` through the one bounded torch reader (``formats.common.read_torch_file``)."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint to resume from")
+    state = read_torch_file(path, kind="checkpoint")
+    if not isinstance(state, dict) or not isinstance(state.get("trainer"), dict):
+        raise CheckpointError(f"{path}: not an idinvert training checkpoint (no 'trainer' state); start a new "
+                              f"run folder")
+    return state
+
+
+MAX_IMAGES_SEEN = 10**13  # counters beyond any run: a checkpoint claiming more is damaged
+
+
+def restore_trainer(trainer, state: Any, source: str) -> None:
+    """``trainer.load_state_dict(state)`` for a checkpoint from a file: anything that does not fit this run
+    (missing parts, other shapes, optimiser states of other sizes, NaN weights, odd counters) is one
+    ``CheckpointError`` line instead of a traceback now or a crash at the first step."""
+    hint = "; resume with the settings the run was started with, or start a new run folder"
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: the trainer state is a {type(state).__name__}{hint}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+        trainer.load_state_dict(state)
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(f"{source} does not fit this run ({type(exc).__name__}: {text}){hint}") from None
+    for name, value in vars(trainer).items():
+        if isinstance(value, nn.Module):
+            broken = [k for k, v in value.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            if broken:
+                raise CheckpointError(f"{source}: {name} holds NaN/inf values ({', '.join(broken[:3])}); the run "
+                                      f"diverged or the file is damaged — start a new run folder")
+        elif isinstance(value, torch.optim.Optimizer):
+            for group in value.param_groups:
+                for p in group["params"]:
+                    for key, v in value.state.get(p, {}).items():
+                        if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape != p.shape:
+                            raise CheckpointError(f"{source}: the {name} state {key} has shape {list(v.shape)} for a "
+                                                  f"parameter of shape {list(p.shape)}{hint}")
+    for counter in ("images_seen", "step_index"):
+        value = getattr(trainer, counter, 0)
+        if not 0 <= value <= MAX_IMAGES_SEEN:
+            raise CheckpointError(f"{source}: {counter} = {value} is not a count of this run; the file is damaged")
 
 
 class StopRequest:
@@ -167,6 +204,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None  # the signal that asked to stop (the exit status is 128 + it)
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "StopRequest":
@@ -181,6 +219,7 @@ class StopRequest:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = self.signum or signum
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():

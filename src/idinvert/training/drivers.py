@@ -8,7 +8,6 @@ used before it ends.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from ..images import make_grid, save_image
 from ..networks import GENERATOR_KINDS, Discriminator, StyleGAN2Discriminator, StyleGAN2Generator
 from ..pack import ModelPack, copy_pack, load_pack, save_pack
 from ..perceptual import default_perceptual_config
-from .common import Distributed, load_checkpoint
+from ..safety import read_json
+from .common import Distributed, load_checkpoint, restore_trainer
 from .data import BatchSampler, ImageDataset, ImageDatasets, load_batch
 from .distill import STUDENT_ARCHS, DistillConfig, DistillTrainer
 from .encoder import ConventionalTrainer, EncoderTrainConfig, EncoderTrainer
@@ -242,21 +242,32 @@ def export_run(run_dir: Path, out: Path, *, name: str | None = None) -> Path:
     config_path = run_dir / "train_config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{run_dir} is not a training run folder (train_config.json missing)")
-    record = json.loads(config_path.read_text())
+    record = read_json(config_path, error=CheckpointError)
+    if not isinstance(record, dict) or not all(isinstance(record.get(k, ""), str) for k in ("kind", "pack", "teacher")):
+        raise CheckpointError(f"{config_path} is not a run's settings; the run folder is damaged")
     kind = record.pop("kind", "gan")
+    source = str(run_dir / "checkpoint.pt")
     state = load_checkpoint(run_dir / "checkpoint.pt")["trainer"]
+    try:
+        return _export(kind, record, state, source, out, name)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # settings another version or a hand wrote
+        raise CheckpointError(f"{config_path}: settings this version cannot rebuild the run from "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+
+
+def _export(kind: str, record: dict, state: dict, source: str, out: Path, name: str | None) -> Path:
     if kind == "distill":
         teacher = load_pack(record.pop("teacher"))
         record.pop("data", None)
         trainer = DistillTrainer(distill_config_from_dict(record), teacher.generator)
-        trainer.load_state_dict(state)
+        restore_trainer(trainer, state, source)
         return save_student_pack(trainer, teacher, out, name=name or out.name)
     if kind == GAN2_RUN_KIND:
-        return export_gan2(record, state, out, name=name or out.name)
+        return export_gan2(record, state, out, name=name or out.name, source=source)
     if kind == "gan":
         record.pop("data", None)
         trainer = GANTrainer(gan_config_from_dict(record))
-        trainer.load_state_dict(state)
+        restore_trainer(trainer, state, source)
         return save_gan_pack(trainer, out, name=name or out.name)
     pack = load_pack(record.pop("pack"), with_discriminator=True)
     record.pop("data", None)
@@ -265,5 +276,5 @@ def export_run(run_dir: Path, out: Path, *, name: str | None = None) -> Path:
         trainer = ConventionalTrainer(config, pack.generator)
     else:
         trainer = EncoderTrainer(config, pack.generator, discriminator_for(pack), pack.perceptual, 0.0)
-    trainer.load_state_dict(state)
+    restore_trainer(trainer, state, source)
     return save_encoder_pack(trainer, pack, out, name=name or pack.name)

@@ -29,7 +29,7 @@ from ..config import from_dict
 from ..errors import ConfigError
 from ..networks import StyleGAN2Config, StyleGAN2Discriminator, StyleGAN2Generator
 from .common import (Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update,
-                     gan_state, global_mean, load_gan_state, r1_penalty)
+                     gan_state, global_mean, load_gan_state, r1_penalty, restore_trainer)
 from .data import seeded
 from .gan import mix_styles
 
@@ -263,10 +263,10 @@ def run_gan2(config: GAN2TrainConfig, data_dir: Path, options, *, world: Distrib
     return trainer, outcome
 
 
-def export_gan2(record: dict, state: dict, out: Path, *, name: str) -> Path:
+def export_gan2(record: dict, state: dict, out: Path, *, name: str, source: str = "checkpoint.pt") -> Path:
     """``idinvert export`` of a StyleGAN2 run: its checkpoint's EMA generator and D as a pack."""
     record = {k: v for k, v in record.items() if k not in ("kind", "data")}
     trainer = GAN2Trainer(gan2_config_from_dict(record))
-    trainer.load_state_dict(state)
+    restore_trainer(trainer, state, source)
     return save_gan2_pack(trainer, out, name=name)
 

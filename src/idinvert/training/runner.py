@@ -10,6 +10,7 @@ all random draws are functions of the step, so the continuation equals an uninte
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,9 @@ from tqdm import tqdm
 
 from ..errors import CheckpointError
 from ..fileio import write_json
-from .common import Distributed, StopRequest, Throughput, distributed_any, load_checkpoint, save_checkpoint
+from ..safety import claim_output_dir, mark_output_dir, read_json
+from .common import (Distributed, StopRequest, Throughput, distributed_any, load_checkpoint, restore_trainer,
+                     save_checkpoint)
 
 
 class Trainer(Protocol):
@@ -50,16 +53,28 @@ class RunOutcome:
     by_signal: bool  # stopped by Ctrl-C / SIGTERM
     images_seen: int
     seconds: float
+    exit_status: int = 0  # for the command line: 130 after Ctrl-C, 143 after SIGTERM, else 0
+
+
+def _inputs(config: dict) -> list[str]:
+    """The folders a run reads (its data sets, base pack or teacher), which its run folder must not be."""
+    values = [config.get(key) for key in ("data", "pack", "teacher")]
+    return [v for value in values for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
 
 
 def _check_run_dir(options: RunOptions, config: dict) -> None:
+    """The output-folder rule (``safety.claim_output_dir``: new, empty or idinvert's own, never an input),
+    then: a folder with a checkpoint only with --resume, and --resume only with the same settings."""
     ckpt = options.run_dir / "checkpoint.pt"
     saved = options.run_dir / "train_config.json"
+    claim_output_dir(options.run_dir, inputs=_inputs(config), what="--run-dir")
     if ckpt.exists() and not options.resume:
         raise CheckpointError(f"{options.run_dir} already holds a run; pass --resume to continue it "
                               f"or choose another run folder")
     if options.resume and saved.is_file():
-        old = json.loads(saved.read_text())
+        old = read_json(saved, error=CheckpointError)
+        if not isinstance(old, dict):
+            raise CheckpointError(f"{saved} is not a run's settings (a {type(old).__name__}); start a new run folder")
         ignore = {"total_kimg"}
         diff = sorted(k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k))
         if diff:
@@ -70,14 +85,21 @@ def _check_run_dir(options: RunOptions, config: dict) -> None:
 def run_training(trainer: Trainer, step: Callable[[], dict[str, float]], options: RunOptions, *,
                  config: dict[str, Any], world: Distributed,
                  snapshot: Callable[[Path], None] | None = None) -> RunOutcome:
-    """Call ``step()`` until ``trainer.images_seen`` reaches the total, checkpointing as it goes."""
+    """Call ``step()`` until ``trainer.images_seen`` reaches the total, checkpointing as it goes.
+
+    The run folder follows the output-folder rule (new, empty or idinvert's own, never an input) and is
+    marked as idinvert's before anything else is written into it."""
+    if world.is_main:
+        _check_run_dir(options, config)
     options.run_dir.mkdir(parents=True, exist_ok=True)
-    _check_run_dir(options, config)
+    if world.is_main:
+        mark_output_dir(options.run_dir)
     ckpt_path = options.run_dir / "checkpoint.pt"
     if options.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
-        trainer.load_state_dict(state["trainer"])
-        elapsed = float(state.get("seconds", 0.0))
+        restore_trainer(trainer, state["trainer"], str(ckpt_path))
+        seconds = state.get("seconds", 0.0)
+        elapsed = float(seconds) if isinstance(seconds, (int, float)) and 0 <= seconds < 1e12 else 0.0
     elif options.resume:
         raise CheckpointError(f"{ckpt_path}: no checkpoint to resume from")
     else:
@@ -134,5 +156,6 @@ def run_training(trainer: Trainer, step: Callable[[], dict[str, float]], options
     finished = trainer.images_seen >= options.total_images
     if finished and snapshot is not None and world.is_main:
         snapshot(options.run_dir / "samples" / f"{trainer.images_seen:09d}.png")
+    status = 128 + (stop.signum or signal.SIGTERM) if by_signal else 0  # another process's signal: SIGTERM
     return RunOutcome(finished=finished, interrupted=interrupted, by_signal=by_signal,
-                      images_seen=trainer.images_seen, seconds=elapsed)
+                      images_seen=trainer.images_seen, seconds=elapsed, exit_status=int(status))

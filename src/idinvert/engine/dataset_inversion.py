@@ -39,12 +39,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .errors import ConfigError, IdinvertError
-from .fileio import StagedOutput, atomic_path, write_json
-from .images import read_image, save_image
+from ..errors import ConfigError, IdinvertError
+from ..fileio import StagedOutput, atomic_path, write_json
+from ..images import read_image, save_image
 from .inversion import InversionConfig, invert
-from .report import Report, environment, write_html, write_sheet
-from .training.common import Distributed, StopRequest
+from ..report import Report, environment, write_html, write_sheet
+from ..training.common import Distributed, StopRequest
 
 SETTINGS_VERSION = 1
 SHEET_ROWS = 100  # the contact sheet shows the first rows only (a 20,000-row PNG is of no use)
@@ -335,7 +335,7 @@ def _start(job: DatasetJob, work: ShardFolder, keys: list[str], world: Distribut
 
         dist.broadcast_object_list(answer, src=0)
     if answer[0][0] == "error":
-        from . import errors
+        from .. import errors
 
         raise getattr(errors, answer[0][1], ConfigError)(answer[0][2])
     return answer[0][1]

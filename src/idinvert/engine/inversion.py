@@ -15,18 +15,17 @@ through them to the code, but no parameter gradient is computed.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
-from torch import nn
 
-from .errors import ConfigError, NonFiniteError
-from .safety import check_float, check_int
-from .networks import DomainGuidedEncoder, CodeGenerator, VGG16Features
-from .networks.derived import remembering
+from ..errors import ConfigError, NonFiniteError
+from ..networks import CodeGenerator, DomainGuidedEncoder, VGG16Features
+from ..networks.derived import frozen
+from ..safety import check_float, check_int
+from .refine import RefineConfig, RefineResult, refine, refine_config
 
 METHODS = ("in-domain", "encoder", "mse", "conventional")
 MAX_STEPS = 1_000_000  # optimisation steps of one inversion (the paper uses 100; baselines a few 1000)
@@ -48,11 +47,9 @@ class InversionConfig:
     init: str | None = None  # encoder | random | mean; None = encoder (in-domain), random (mse)
     early_stop: float | None = None  # stop an image once its loss changes by less than this, relatively,
     patience: int = 10  # … over this many steps
-    refine: "str | RefineConfig | None" = None  # "pti" or a RefineConfig: tune a generator per image after
+    refine: str | RefineConfig | None = None  # "pti" or a RefineConfig: tune a generator per image after
 
     def __post_init__(self) -> None:
-        from .refine import refine_config  # "pti" → RefineConfig(); refine.py imports this module
-
         object.__setattr__(self, "refine", refine_config(self.refine))
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
@@ -95,7 +92,7 @@ class InversionResult:
     steps_run: torch.Tensor | None = None  # [N] optimisation steps each image ran
     seconds: float = 0.0
     config: InversionConfig | None = None
-    refined: "RefineResult | None" = None  # pivotal tuning of each image (config.refine), else None
+    refined: RefineResult | None = None  # pivotal tuning of each image (config.refine), else None
 
     def final_losses(self) -> list[dict[str, float]]:
         """Per image, each loss term at the last step it ran (empty dicts if nothing was optimised)."""
@@ -107,30 +104,6 @@ class InversionResult:
             last = int(self.steps_run[i]) - 1
             out.append({k: float(v[last, i]) for k, v in self.losses.items()} if last >= 0 else {})
         return out
-
-
-@contextlib.contextmanager
-def frozen(*modules: nn.Module | None) -> Iterator[None]:
-    """Eval mode and no parameter gradients inside the block; previous state restored after.
-
-    Inside the block the layers also compute weights derived from their parameters once
-    (``networks.derived``), not at every forward pass.
-    """
-    saved = []
-    for m in modules:
-        if m is None:
-            continue
-        saved.append((m, m.training, [(p, p.requires_grad) for p in m.parameters()]))
-        m.eval()
-        m.requires_grad_(False)
-    try:
-        with remembering(*modules):
-            yield
-    finally:
-        for m, training, flags in saved:
-            m.train(training)
-            for p, flag in flags:
-                p.requires_grad_(flag)
 
 
 @dataclass
@@ -336,8 +309,6 @@ def invert(images: torch.Tensor, pack, config: InversionConfig | None = None, *,
         steps_run=torch.cat([b.trace.steps_run for b in batches]), seconds=time.perf_counter() - start,
         config=replace(config, lambda_vgg=lambda_vgg))
     if config.refine is not None:  # the codes are the pivots; reconstructions stay G(codes) untuned
-        from .refine import refine
-
         result.refined = refine(images, codes, pack, config.refine, batch_size=size, rng=rng)
     return result
 

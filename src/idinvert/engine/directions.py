@@ -32,9 +32,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .editing import Boundary, load_boundary, parse_layers
-from .errors import ConfigError
-from .networks.base import CodeGenerator
+from ..boundaries import Boundary, load_boundary, parse_layers
+from ..errors import ConfigError
+from ..networks.base import CodeGenerator
 
 METHODS = ("sefa", "ganspace")
 DEFAULT_SAMPLES = 10_000  # prior samples of GANSpace's PCA

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .inversion import InversionConfig, invert
 
 REFERENCE_RESOLUTION = 256  # the official defaults below are for 256 px images

@@ -1,4 +1,5 @@
-"""Per-image tuned generators: one base generator plus each image's changes to its weights.
+"""Rendering codes: by the pack's generator (``synthesize``), or by per-image tuned generators — one
+base generator plus each image's changes to its weights.
 
 Pivotal tuning (``refine``) gives every image its own copy of the generator. A copy differs from
 the pack's generator only in the parameters that ``synthesize`` reads (the synthesis network of a
@@ -26,13 +27,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .errors import CheckpointError
-from .networks import CodeGenerator
+from ..errors import CheckpointError
+from ..networks import CodeGenerator
+from ..networks.derived import frozen
 
 TUNED_FORMAT = "idinvert-tuned"
 TUNED_VERSION = 1
@@ -128,13 +130,28 @@ def batched_synthesize(generator: CodeGenerator, weights: dict[str, torch.Tensor
     return vmap(one)(weights, codes)
 
 
+def synthesize(generator: CodeGenerator, codes: torch.Tensor, *, batch_size: int = 8,
+               callback: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Images ``[..., 3, R, R]`` in [-1, 1] from codes ``[..., L, C]`` (no truncation, fixed noise),
+    on the generator's device; ``callback(n)`` after each batch of n images."""
+    lead = codes.shape[:-2]
+    flat = codes.reshape(-1, *codes.shape[-2:])
+    device = generator.device
+    chunks = []
+    with frozen(generator), torch.no_grad():
+        for batch in flat.split(batch_size):
+            chunks.append(generator.synthesize(batch.to(device)))
+            if callback is not None:
+                callback(batch.shape[0])
+    images = torch.cat(chunks) if chunks else torch.empty(0, 3, generator.resolution, generator.resolution)
+    return images.reshape(*lead, *images.shape[1:])
+
+
 def synthesize_tuned(generator: CodeGenerator, tuned: TunedWeights | None, codes: torch.Tensor, *,
                      batch_size: int = 8, callback: Callable[[int], None] | None = None) -> torch.Tensor:
     """Images ``[N, ..., 3, R, R]`` from codes ``[N, ..., L, C]``, image i's codes through image i's
     tuned generator (``tuned`` holds N rows); ``None`` renders everything with the base generator.
     At most about ``batch_size`` images per forward; ``callback(n)`` after each chunk."""
-    from .editing import synthesize
-
     if tuned is None:
         return synthesize(generator, codes, batch_size=batch_size, callback=callback)
     n = codes.shape[0]
@@ -178,8 +195,6 @@ def save_tuned(path: str | os.PathLike, deltas: dict[str, torch.Tensor], *, base
 def load_tuned(paths: list[str | os.PathLike | None], generator: CodeGenerator) -> TunedWeights:
     """Deltas of N images from their files (``None``: an untuned image), checked against
     ``generator``: same fingerprint, known parameter names and shapes."""
-    from safetensors import safe_open
-
     names = tunable_names(generator)
     base = base_weights(generator, names)
     expected = fingerprint(generator, names)

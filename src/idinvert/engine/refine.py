@@ -21,14 +21,16 @@ is left out of later forwards and its weights are no longer changed.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 
-from .errors import ConfigError, NonFiniteError
-from .metrics.lpips import MIN_SIZE as LPIPS_MIN_SIZE
-from .metrics.lpips import cached_lpips
+from ..errors import ConfigError, NonFiniteError
+from ..metrics import lpips_distance, mse
+from ..metrics.lpips import MIN_SIZE as LPIPS_MIN_SIZE
+from ..metrics.lpips import cached_lpips
+from ..networks.derived import frozen
 from .tuned import TunedWeights, base_weights, batched_synthesize, fingerprint, synthesize_tuned, tunable_names
 
 REFINE_METHODS = ("pti",)
@@ -71,8 +73,6 @@ def refine_config(value: "str | RefineConfig | None", steps: int | None = None) 
         raise ConfigError(f"refine must be 'pti', a RefineConfig or None; got {type(value).__name__}")
     config = RefineConfig(method=value) if isinstance(value, str) else value
     if steps is not None:
-        from dataclasses import replace
-
         config = replace(config, steps=steps)
     return config
 
@@ -107,8 +107,6 @@ def refine(images: torch.Tensor, codes: torch.Tensor, pack, config: RefineConfig
     pivot codes ``[N, L, C]`` (kept fixed). ``batch_size`` images are tuned together (results do not
     depend on it); ``rng`` draws the locality samples; ``callback(batch_index, step, losses)``
     reports progress after every step with the per-image terms of the active images."""
-    from .inversion import frozen
-
     config = config or RefineConfig()
     generator, res = pack.generator, pack.resolution
     if images.ndim != 4 or images.shape[1:] != (3, res, res):
@@ -211,8 +209,6 @@ def _locality(generator, weights: dict[str, torch.Tensor], pivots: torch.Tensor,
 
 def _scores(x: torch.Tensor, recon: torch.Tensor) -> dict[str, torch.Tensor]:
     """MSE and LPIPS (VGG) per image of the clipped reconstructions, as a saved file would hold them."""
-    from .metrics import lpips_distance, mse
-
     recon = recon.clamp(-1, 1)
     return {"mse": mse(x, recon).cpu(), "lpips": lpips_distance(x, recon, net="vgg").cpu()}
 

@@ -1,0 +1,3 @@
+"""The version of idinvert (``idinvert --version``, every manifest's ``environment``)."""
+
+__version__ = "0.1.0"
