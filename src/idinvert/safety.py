@@ -39,8 +39,9 @@ RESERVED_OUTPUTS = ("manifest.json", "sheet.png", "index.html", "codes.npy")  # 
 
 
 def is_idinvert_folder(folder: Path) -> bool:
-    """Whether ``folder`` was written by idinvert: its marker, a model pack, or an older output folder."""
-    if (folder / MARKER).is_file():
+    """Whether ``folder`` was written by idinvert: its marker, a model pack, an older output folder or an
+    older training run (``checkpoint.pt`` beside ``train_config.json``)."""
+    if (folder / MARKER).is_file() or ((folder / "checkpoint.pt").is_file() and (folder / "train_config.json").is_file()):
         return True
     for name, key, value in (("config.json", "format", "idinvert-pack"), ("manifest.json", "verb", None)):
         path = folder / name

