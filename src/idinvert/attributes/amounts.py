@@ -1,0 +1,197 @@
+"""Edit amounts in the attribute's own units: years of age, or the predictor's probability.
+
+A boundary edit moves a code by a distance d along a direction, ``z' = z + d·n``; how much a given d
+changes the face differs from face to face (and more after pivotal tuning, whose generator holds on to
+the person). Here the amount is asked in the attribute's units instead — "15 years older", "smiling with
+probability 0.9" — and d is found for each image so that the pack's attribute predictor reads that
+value on the edited image::
+
+    read(render(z + d·n)) = target,   |d| ≤ bound
+
+by bracketing outward from d = 0 and bisecting inside the bracket. ``read`` is monotone along a trained
+boundary in practice but not by construction: the first crossing from d = 0 is taken. Where the target
+cannot be reached within the bound, the image keeps the distance that came closest and carries a note
+(never a silent clamp); a NaN target or an attribute without a predictor output is a one-line error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..errors import ConfigError, NonFiniteError
+from .predictor import EDIT_NAMES, AttributePredictor
+
+DEFAULT_BOUND = 6.0  # largest |d|: twice the official ±3 range of boundary edits
+BRACKETS = (0.125, 0.25, 0.5, 0.75, 1.0)  # fractions of the bound tried outward from d = 0
+BISECTIONS = 12  # halvings of the bracket (its width ends below bound / 2**12 · 0.25)
+#: attribute → (unit name, tolerance in that unit, smallest value, largest value)
+AGE_UNIT = ("years", 0.5, 0.0, 120.0)
+PROBABILITY_UNIT = ("probability", 0.01, 0.0, 1.0)
+#: user-facing attributes whose predictor output runs against the name (beard = not No_Beard)
+INVERTED = {"beard"}
+
+
+@dataclass(frozen=True)
+class Amount:
+    """How far to edit: ``by`` (a change) or ``to`` (a value), in the attribute's units."""
+
+    by: float | None = None  # change: years for age, probability points (−1…1) for yes/no attributes
+    to: float | None = None  # value to reach: years for age, probability (0…1) for yes/no attributes
+
+    def __post_init__(self) -> None:
+        if (self.by is None) == (self.to is None):
+            raise ConfigError("give an edit amount either as a change (by) or as a value to reach (to), not both")
+        value = self.by if self.by is not None else self.to
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"the edit amount must be a finite number, got {value}")
+
+    def describe(self, unit: str) -> str:
+        if self.by is not None:
+            return f"by {self.by:+g} {unit}"
+        return f"to {self.to:g} {unit}"
+
+
+@dataclass
+class SolvedAmounts:
+    """Per image: the distance found and what the predictor reads before and after."""
+
+    attribute: str
+    unit: str
+    distances: torch.Tensor  # [N] d along the boundary
+    start: torch.Tensor  # [N] the predictor's value on the unedited image
+    target: torch.Tensor  # [N] the value asked for
+    reached: torch.Tensor  # [N] the predictor's value on the edited image
+    reachable: torch.Tensor  # [N] bool: the target lies within the bound (found by bisection)
+    bound: float
+    notes: list[str | None] = field(default_factory=list)  # per image, None when the target was reached
+
+    def report(self) -> list[dict]:
+        """JSON-ready rows, one per image (for manifests)."""
+        return [{"attribute": self.attribute, "unit": self.unit, "distance": round(float(d), 4),
+                 "start": round(float(s), 4), "target": round(float(t), 4), "reached": round(float(r), 4),
+                 "reachable": bool(ok), **({"note": note} if note else {})}
+                for d, s, t, r, ok, note in zip(self.distances, self.start, self.target, self.reached,
+                                                self.reachable, self.notes)]
+
+
+def attribute_unit(attribute: str) -> tuple[str, float, float, float]:
+    """(unit, tolerance, lowest, highest) of an attribute's values."""
+    return AGE_UNIT if attribute == "age" else PROBABILITY_UNIT
+
+
+def attribute_reader(predictor: AttributePredictor, attribute: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """images ``[N, 3, R, R]`` → the attribute in its units ``[N]``: age in years, or the probability of a
+    yes/no attribute (for ``beard``: 1 − P(No_Beard)). Unknown names are a one-line ConfigError."""
+    output = EDIT_NAMES.get(attribute, attribute)
+    if output not in predictor.names:
+        known = ", ".join(sorted(set(EDIT_NAMES) | set(predictor.names)))
+        raise ConfigError(f"the pack's attribute predictor has no {attribute!r} to measure an edit amount with; "
+                          f"it knows: {known}")
+    flip = attribute in INVERTED
+
+    @torch.no_grad()
+    def read(images: torch.Tensor) -> torch.Tensor:
+        device = next(predictor.parameters()).device
+        value = predictor.score(images.to(device), output).float().cpu()
+        if output == "age":
+            return value
+        p = torch.sigmoid(value)
+        return 1.0 - p if flip else p
+
+    return read
+
+
+def targets_for(amount: Amount, start: torch.Tensor, attribute: str) -> torch.Tensor:
+    """The value to reach for each image ``[N]``, refused in one line when outside the unit's range."""
+    unit, _, low, high = attribute_unit(attribute)
+    if amount.to is not None:
+        if not low <= amount.to <= high:
+            raise ConfigError(f"--to {amount.to:g} is outside what {attribute} can read ({low:g}…{high:g} {unit})")
+        return torch.full_like(start, float(amount.to))
+    span = high - low
+    if not -span <= amount.by <= span:
+        raise ConfigError(f"--by {amount.by:+g} is more than {attribute} can change ({span:g} {unit})")
+    return start + float(amount.by)
+
+
+@torch.no_grad()
+def solve_distances(read: Callable[[torch.Tensor], torch.Tensor],
+                    render: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], codes: torch.Tensor,
+                    direction: torch.Tensor, amount: Amount, *, attribute: str, bound: float = DEFAULT_BOUND,
+                    bisections: int = BISECTIONS) -> SolvedAmounts:
+    """Distances ``[N]`` along ``direction`` so that ``read(render(codes + d·direction))`` meets ``amount``.
+
+    codes ``[N, L, C]``; direction ``[L, C]`` (the boundary on the layers it moves, zero elsewhere, pointing
+    to more of the attribute); ``render(codes_k, rows)`` maps the codes of images ``rows`` (indices ``[k]``)
+    to images — row j through image ``rows[j]``'s generator when the generators are tuned; ``read`` maps
+    images to values in the attribute's units. Only the images still searching are rendered at each try.
+    """
+    if not (isinstance(bound, (int, float)) and math.isfinite(bound) and bound > 0):
+        raise ConfigError(f"the largest edit distance must be a positive number, got {bound}")
+    unit, tolerance, _, _ = attribute_unit(attribute)
+    n = codes.shape[0]
+    direction = direction.to(codes)
+
+    def value_at(d: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """The attribute at ``codes + d·direction`` for the active images (NaN for the others)."""
+        out = torch.full((n,), math.nan)
+        rows = active.nonzero().flatten()
+        if len(rows):
+            values = read(render(codes[rows] + d[rows].to(codes).view(-1, 1, 1) * direction, rows)).cpu().float()
+            if not torch.isfinite(values).all():
+                raise NonFiniteError(f"the attribute predictor read NaN/inf for {attribute}; check the pack")
+            out[rows] = values
+        return out
+
+    zero = torch.zeros(n)
+    start = value_at(zero, torch.ones(n, dtype=torch.bool))
+    target = targets_for(amount, start, attribute)
+    sign = torch.where(target >= start, 1.0, -1.0)  # which way along the direction
+    done = (target - start).abs() <= tolerance
+    low, low_value = zero.clone(), start.clone()  # the inner end of the bracket: not there yet
+    high, high_value = zero.clone(), start.clone()  # the outer end: at or past the target
+    best, best_value = zero.clone(), start.clone()  # closest seen, for images that never get there
+    bracketed = done.clone()
+    for fraction in BRACKETS:
+        if bracketed.all():
+            break
+        d = sign * bound * fraction
+        values = value_at(d, ~bracketed)
+        crossed = ~bracketed & ((values - target) * sign >= 0)
+        still = ~bracketed & ~crossed
+        high, high_value = torch.where(crossed, d, high), torch.where(crossed, values, high_value)
+        low, low_value = torch.where(still, d, low), torch.where(still, values, low_value)
+        closer = still & ((values - target).abs() < (best_value - target).abs())
+        best, best_value = torch.where(closer, d, best), torch.where(closer, values, best_value)
+        bracketed = bracketed | crossed
+    search = bracketed & ~done
+    for _ in range(bisections):
+        close = torch.minimum((low_value - target).abs(), (high_value - target).abs()) <= tolerance
+        active = search & ~close
+        if not active.any():
+            break
+        mid = (low + high) / 2
+        values = value_at(mid, active)
+        over = active & ((values - target) * sign >= 0)
+        under = active & ~over
+        high, high_value = torch.where(over, mid, high), torch.where(over, values, high_value)
+        low, low_value = torch.where(under, mid, low), torch.where(under, values, low_value)
+    use_low = (low_value - target).abs() < (high_value - target).abs()  # the bracket's end nearer the target
+    found, found_value = torch.where(use_low, low, high), torch.where(use_low, low_value, high_value)
+    distances = torch.where(done, zero, torch.where(search, found, best))
+    reached = torch.where(done, start, torch.where(search, found_value, best_value))
+    reachable = done | search
+    notes = []
+    for i in range(n):
+        if reachable[i]:
+            notes.append(None)
+        else:
+            notes.append(f"{attribute} {amount.describe(unit)} needs more than |d| = {bound:g}: it reads "
+                         f"{float(reached[i]):.3g} {unit} at d = {float(distances[i]):+.3g} "
+                         f"(from {float(start[i]):.3g}, target {float(target[i]):.3g})")
+    return SolvedAmounts(attribute=attribute, unit=unit, distances=distances, start=start, target=target,
+                         reached=reached, reachable=reachable, bound=float(bound), notes=notes)
