@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from common import machine, write_report
-from idinvert.cli.evaluate import load_image_set
+from idinvert.evaluation.imageset import load_image_set
 from idinvert.metrics.identity import cached_face_identity
 from idinvert.training.data import ImageDataset
 

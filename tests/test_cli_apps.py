@@ -197,7 +197,7 @@ def test_diffuse(tiny_pack_dir, photos, tmp_path):
 
 
 def test_images_instead_of_invert_folders(tiny_pack_dir, photos, tmp_path, monkeypatch):
-    import idinvert.cli.invert as invert_cli
+    import idinvert.cli.common as invert_cli
     from idinvert.engine.inversion import InversionConfig
 
     # The default inversion has 100 steps; two are enough to check the plumbing.

@@ -288,7 +288,7 @@ def test_evaluate_fid_path_and_errors(eval_pack, prepared, tmp_path, capsys):
 
 
 def test_spread_subset_takes_evenly_spaced_images(prepared):
-    from idinvert.cli.evaluate import load_image_set, subset_indices
+    from idinvert.evaluation.imageset import load_image_set, subset_indices
 
     assert subset_indices(10, 4, spread=True) == [0, 3, 6, 9]
     assert subset_indices(10, 4) == [0, 1, 2, 3] and subset_indices(3, 5, spread=True) == [0, 1, 2]

@@ -129,11 +129,9 @@ def test_resume_refuses_changed_settings(tiny_pack_dir, tmp_path, capsys):
     photos = make_photos(tmp_path / "photos", 3)
     pack = load_pack(tiny_pack_dir)
     paths = sorted(photos.iterdir())
-    from idinvert.cli.invert import pack_identity
-
     job = DatasetJob(sources=paths, names=unique_names(paths), out=tmp_path / "out",
                      config=resolve_lambda_vgg(InversionConfig(steps=3), pack))
-    invert_dataset(pack, job, model=pack_identity(pack), stop=lambda: True)
+    invert_dataset(pack, job, model=pack.identity(), stop=lambda: True)
     assert job.work.is_dir()
     capsys.readouterr()
     for changed in (["--steps", "4"], [*STEPS, "--lambda-dom", "1"], [*STEPS, "--no-images"]):
@@ -212,7 +210,7 @@ def test_two_processes_under_torchrun_match_one(tiny_pack_dir, tmp_path):
 
 
 def test_a_no_images_folder_feeds_the_other_verbs(tiny_pack_dir, tmp_path):
-    from idinvert.cli.evaluate import load_image_set
+    from idinvert.evaluation.imageset import load_image_set
 
     photos = make_photos(tmp_path / "photos", 3)
     out = tmp_path / "codes_only"

@@ -420,7 +420,7 @@ def test_an_output_under_a_file_is_refused_before_any_work(tiny_pack_dir, tmp_pa
     a = photo(tmp_path / "a.png")
     (tmp_path / "file").write_text("x")
     ran = []
-    monkeypatch.setattr("idinvert.cli.invert.read_images", lambda *args: ran.append(1))
+    monkeypatch.setattr("idinvert.engine.dataset_inversion.read_image", lambda *args: ran.append(1))
     fails(capsys, "invert", a, "--model", tiny_pack_dir, "--out", tmp_path / "file" / "sub", "--quiet",
           expect="not a folder")
     assert not ran

@@ -92,6 +92,11 @@ class ModelPack:
             net.to(device)
         return self
 
+    def identity(self) -> dict[str, Any]:
+        """How manifests name the pack: name, folder, resolution and code shape."""
+        return {"name": self.name, "path": str(self.path) if self.path else None,
+                "resolution": self.resolution, "code_shape": list(self.code_shape)}
+
     def file(self, relative: str) -> Path:
         """A file that the pack lists (boundaries, predictors, …), checked to exist."""
         if self.path is None:

@@ -15,26 +15,11 @@ import threading
 import warnings
 from typing import Sequence
 
-from ..version import __version__
 from ..errors import IdinvertError
-from . import convert, invert
+from ..version import __version__
+from . import align, apps, attributes, compare, convert, demo, directions, edit, evaluate, invert, serve, train
 
-VERBS = [convert, invert]
-
-
-def _optional_verbs() -> list:
-    """Verbs of modules that later features add; each module registers itself if importable."""
-    import importlib
-
-    verbs = []
-    for name in ("edit", "apps", "align", "train", "evaluate", "attributes", "demo", "serve", "compare",
-                 "directions"):
-        try:
-            verbs.append(importlib.import_module(f"{__name__}.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-    return verbs
+VERBS = [convert, invert, edit, apps, align, train, evaluate, attributes, demo, serve, compare, directions]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"idinvert {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for module in VERBS + _optional_verbs():
+    for module in VERBS:  # each registers its verbs (the order of `idinvert --help`)
         module.register(sub)
     return parser
 

@@ -12,18 +12,16 @@ import torch
 
 from ..engine.diffusion import CENTER_X, CENTER_Y, CROP_SIZE, REFERENCE_RESOLUTION, DiffusionResult, crop_box, diffuse
 from ..engine.editing import default_mix_layer_start, interpolate, mix
+from ..engine.inversion import MAX_STEPS, MAX_WEIGHT, InversionConfig
 from ..errors import ConfigError, NonFiniteError
 from ..fileio import StagedOutput, check_output_dir
 from ..images import expand_inputs, read_images, save_image, unique_names
-from ..engine.inversion import InversionConfig
 from ..pack import ModelPack
 from ..report import Report, environment, write_outputs
-from ..engine.inversion import MAX_STEPS, MAX_WEIGHT
 from ..safety import check_float, check_int
-from .common import add_device, add_model, add_quiet, batch_size_of, check_lr, info, open_pack, progress
-from .edit import render
+from .common import (add_device, add_model, add_quiet, batch_size_of, check_lr, codes_from_inputs, info, open_pack,
+                     progress, render)
 from .refining import render_interpolation
-from .invert import codes_from_inputs, pack_identity
 
 INPUT_HELP = "an invert output folder, or images / a folder / a list file (inverted first with the default settings)"
 
@@ -116,11 +114,11 @@ def run_interpolate(args: argparse.Namespace) -> int:
                                                f"dst_{b}_inv.png", f"dst_{b}_ori.png"])
         manifest = {
             "verb": "interpolate", "sources": src.names, "targets": dst.names,
-            "inputs": {"source": src.source, "target": dst.source}, "model": pack_identity(pack),
+            "inputs": {"source": src.source, "target": dst.source}, "model": pack.identity(),
             "steps": args.steps, "weights": np.linspace(0, 1, args.steps + 2).tolist(),
             "code_shape": list(codes.shape), "seconds": round(time.perf_counter() - began, 3),
             "environment": environment(pack.device),
-            # tuned generators: the weights are interpolated with the codes (cli/refining.py says why)
+            # tuned generators: the weights are interpolated with the codes (engine.tuned.tuned_between)
             "tuned_generators": {"source": src.tuned is not None, "target": dst.tuned is not None},
         }
         write_outputs(stage.path, report, manifest)
@@ -158,7 +156,7 @@ def run_mix(args: argparse.Namespace) -> int:
             report.add_row(s, cells)
         manifest = {
             "verb": "mix", "styles": style.names, "contents": content.names,
-            "inputs": {"style": style.source, "content": content.source}, "model": pack_identity(pack),
+            "inputs": {"style": style.source, "content": content.source}, "model": pack.identity(),
             "layer_start": k, "code_shape": list(codes.shape),
             "seconds": round(time.perf_counter() - began, 3), "environment": environment(pack.device),
             "tuned_generators": {"content": content.tuned is not None, "style": False},
@@ -240,7 +238,7 @@ def _write_diffusion(folder: Path, args: argparse.Namespace, pack: ModelPack, re
     manifest = {
         "verb": "diffuse", "targets": t_names, "contexts": c_names,
         "inputs": {"target": [str(p) for p in target_paths], "context": [str(p) for p in context_paths]},
-        "model": pack_identity(pack),
+        "model": pack.identity(),
         "crop": {"top": box.top, "left": box.left, "size": box.size,
                  "rows": [box.top, box.top + box.size - 1], "cols": [box.left, box.left + box.size - 1]},
         "settings": {"steps": args.steps, "lr": args.lr, "lambda_vgg": lambda_vgg, "lambda_dom": 0.0,

@@ -17,6 +17,7 @@ from ..attributes.boundary import BoundaryConfig, train_boundary
 from ..attributes.predictor import PredictorConfig
 from ..attributes.train import PredictorTrainConfig, PredictorTrainer, evaluate_predictor
 from ..boundaries import load_boundary, parse_layers, save_boundary
+from ..engine.invert_folder import read_codes
 from ..errors import ConfigError
 from ..fileio import write_json
 from ..pack import update_pack
@@ -133,9 +134,7 @@ def run_train_boundary(args: argparse.Namespace) -> int:
                             search_samples=args.search_samples)
     codes = None
     if args.codes is not None:
-        from .invert import read_invert_codes
-
-        codes = read_invert_codes(args.codes, pack)[2].to(pack.device)
+        codes = read_codes(args.codes, pack)[2].to(pack.device)
         if codes.shape[0] < 4:
             raise ConfigError(f"--codes {args.codes}: {codes.shape[0]} codes; a boundary needs at least 4")
     what = f"the {codes.shape[0]} codes of {args.codes}" if codes is not None else f"{args.samples} sampled codes"

@@ -1,4 +1,5 @@
-"""Options and helpers shared by the verbs."""
+"""Options and helpers shared by the verbs: the common options, progress bars, and the library calls
+that several verbs make with a progress bar (inverting photos, reading an invert folder, rendering)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import math
 import re
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import ConfigError
+from ..engine.inversion import InversionConfig, InversionResult, default_batch_size, invert
+from ..engine.invert_folder import CODES, Inverted, read_folder
+from ..engine.tuned import TunedWeights, synthesize_tuned
+from ..errors import ConfigError, ImageError, NonFiniteError
+from ..images import expand_inputs, is_image_file, read_images, unique_names
 from ..pack import ModelPack, load_pack
-from ..safety import check_int
+from ..safety import check_int, check_seed
 from ..training.common import resolve_device
 
 
@@ -91,17 +98,6 @@ def parse_pair(text: str, name: str, limit: float = float("inf")) -> tuple[float
 
 
 MAX_BATCH = 4096  # images optimised together; memory grows with it
-SMALL_PACK = 64  # resolution up to which a CPU inverts faster per image in batches
-CPU_SMALL_BATCH = 16  # the batch size for such packs on a CPU (benchmarks/results/inversion_speed_cpu.md)
-
-
-def default_batch_size(pack: ModelPack) -> int:
-    """Images optimised together unless told otherwise: 8 on a GPU; on a CPU 16 for packs of at most
-    64 px (1.4× the images per second of batch 1 there) and 1 for larger ones (batching is slower
-    per image at 256 px). Measured in benchmarks/results/inversion_speed_cpu.md."""
-    if pack.device.type != "cpu":
-        return 8
-    return CPU_SMALL_BATCH if pack.resolution <= SMALL_PACK else 1
 
 
 def batch_size_of(args: argparse.Namespace, pack: ModelPack, option: str = "--batch-size") -> int:
@@ -109,3 +105,48 @@ def batch_size_of(args: argparse.Namespace, pack: ModelPack, option: str = "--ba
     if getattr(args, "batch_size", None) is None:
         return default_batch_size(pack)
     return check_int(args.batch_size, option, 1, MAX_BATCH)
+
+
+# --- library calls with a progress bar --------------------------------------------------------------
+
+def run_inversion(args: argparse.Namespace, pack: ModelPack, images: torch.Tensor,
+                  config: InversionConfig, batch_size: int) -> InversionResult:
+    """``invert`` with a progress bar over every batch's steps, seeded by ``--seed`` (default 0)."""
+    check_int(batch_size, "--batch-size", 1, MAX_BATCH)
+    batches = (images.shape[0] + batch_size - 1) // batch_size
+    steps = config.steps if config.optimises else 0
+    with progress(args, batches * steps, f"{config.method} inversion") as bar:
+        return invert(images, pack, config, batch_size=batch_size,
+                      rng=torch.Generator().manual_seed(check_seed(getattr(args, "seed", 0))),
+                      callback=lambda b, s, losses: bar.update(1))
+
+
+def codes_from_inputs(args: argparse.Namespace, pack: ModelPack, inputs: list[str]) -> Inverted:
+    """An invert folder, or image files/folders/lists inverted now with the default settings."""
+    if len(inputs) == 1 and Path(inputs[0]).is_dir() and (Path(inputs[0]) / CODES).exists():
+        return read_folder(Path(inputs[0]), pack)  # an invert folder (reading it says what is missing)
+    paths = expand_inputs(inputs)
+    bad = [p for p in paths if not is_image_file(p)]
+    if bad:
+        raise ImageError(f"{bad[0]}: expected an invert output folder or image files")
+    images = read_images(paths, pack.resolution)
+    try:
+        result = run_inversion(args, pack, images, InversionConfig(), batch_size=default_batch_size(pack))
+    except NonFiniteError:
+        raise NonFiniteError(f"inverting {', '.join(map(str, inputs))} with the default settings gave a NaN/inf "
+                             f"loss; check or rebuild the model pack {pack.path}, or run `idinvert invert` with "
+                             f"a lower --lr and pass its folder") from None
+    return Inverted(unique_names(paths), result.codes, images, ", ".join(map(str, inputs)))
+
+
+def render(args: argparse.Namespace, pack: ModelPack, codes: torch.Tensor, desc: str,
+           tuned: TunedWeights | None = None) -> torch.Tensor:
+    """G(codes) for codes ``[..., L, C]`` with a progress bar; images on the CPU. With ``tuned``
+    (N generators), codes ``[N, ..., L, C]`` row i go through image i's tuned generator."""
+    count = int(np.prod(codes.shape[:-2]))
+    batch = 8 if pack.device.type == "cuda" else 4
+    with progress(args, count, desc) as bar:
+        images = synthesize_tuned(pack.generator, tuned, codes, batch_size=batch, callback=bar.update).cpu()
+    if not torch.isfinite(images).all():
+        raise NonFiniteError(f"the model pack {pack.path} synthesises NaN/inf images; check or rebuild the pack")
+    return images

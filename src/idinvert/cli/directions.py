@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
+from ..boundaries import parse_layers, save_boundary
 from ..engine.directions import DEFAULT_SAMPLES, METHODS, Directions, find_directions
 from ..engine.editing import DEFAULT_DISTANCES, manipulate
-from ..boundaries import parse_layers, save_boundary
 from ..engine.tuned import synthesize
 from ..errors import ConfigError, NonFiniteError
 from ..evaluation.plots import labelled_grid
@@ -21,7 +21,6 @@ from ..pack import ModelPack, update_pack
 from ..report import Report, environment, write_outputs
 from ..safety import check_int, check_seed
 from .common import add_device, add_model, add_quiet, info, open_pack, parse_pair, progress
-from .invert import pack_identity
 
 PACK_FOLDER = "directions"  # where --add-to-pack puts the files inside the pack
 MAX_NUM = 512  # directions per run (each writes a grid)
@@ -96,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     with StagedOutput(args.out, inputs=[args.model]) as stage:
         entries = write_directions(stage.path, found, images, distances, pack)
         manifest = {
-            "verb": "directions", "method": args.method, "model": pack_identity(pack),
+            "verb": "directions", "method": args.method, "model": pack.identity(),
             "generator_kind": pack.generator.kind, "layers": layers, "num": len(found),
             "samples": args.samples if args.method == "ganspace" else None, "seed": args.seed,
             "preview": {"samples": args.preview, "distances": distances.tolist()},

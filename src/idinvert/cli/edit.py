@@ -10,19 +10,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.editing import DEFAULT_DISTANCES, manipulate
 from ..boundaries import Boundary, load_boundary, parse_layers
-from ..errors import BoundaryError, CheckpointError, ConfigError, NonFiniteError
+from ..engine.editing import DEFAULT_DISTANCES, manipulate
+from ..engine.inversion import InversionConfig, default_batch_size
+from ..engine.invert_folder import Inverted
+from ..errors import BoundaryError, CheckpointError, ConfigError
 from ..fileio import StagedOutput, check_output_dir
 from ..images import save_image
 from ..pack import ModelPack
 from ..report import Report, environment, write_outputs
 from ..safety import check_int
-from ..engine.tuned import TunedWeights, synthesize_tuned
-from .common import add_device, add_model, add_quiet, default_batch_size, info, open_pack, parse_pair, progress
-from .invert import Inverted, codes_from_inputs, pack_identity, run_inversion
-from .refining import add_refine_options, refine_missing
+from .common import (add_device, add_model, add_quiet, codes_from_inputs, info, open_pack, parse_pair, render,
+                     run_inversion)
 from .photos import AlignedPhotos, add_align_options, align_photos, paste_faces, photo_file
+from .refining import add_refine_options, refine_missing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,19 +73,6 @@ def boundary_path(args: argparse.Namespace, pack: ModelPack) -> Path:
     return pack.file(str(shipped[args.attribute]))
 
 
-def render(args: argparse.Namespace, pack: ModelPack, codes: torch.Tensor, desc: str,
-           tuned: TunedWeights | None = None) -> torch.Tensor:
-    """G(codes) for codes ``[..., L, C]`` with a progress bar; images on the CPU. With ``tuned``
-    (N generators), codes ``[N, ..., L, C]`` row i go through image i's tuned generator."""
-    count = int(np.prod(codes.shape[:-2]))
-    batch = 8 if pack.device.type == "cuda" else 4
-    with progress(args, count, desc) as bar:
-        images = synthesize_tuned(pack.generator, tuned, codes, batch_size=batch, callback=bar.update).cpu()
-    if not torch.isfinite(images).all():
-        raise NonFiniteError(f"the model pack {pack.path} synthesises NaN/inf images; check or rebuild the pack")
-    return images
-
-
 MAX_DISTANCE = 100.0  # |d| of an edit; codes are of order 1 and the official range is ±3
 MAX_EDIT_STEPS = 1000  # distances per edit (each one image per input)
 
@@ -126,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         if aligned is not None:
             write_photos(stage.path, report, aligned, reconstructions, images, len(distances))
         manifest = {
-            "verb": "edit", "names": inverted.names, "inputs": inverted.source, "model": pack_identity(pack),
+            "verb": "edit", "names": inverted.names, "inputs": inverted.source, "model": pack.identity(),
             "boundary": {"file": str(path), "attribute": args.attribute, "layers": layers,
                          "shape": list(boundary.direction.shape), "meta_data": plain(boundary.meta)},
             "distances": distances.tolist(), "code_shape": list(edited.shape),
@@ -139,8 +127,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def invert_faces(args: argparse.Namespace, pack: ModelPack, aligned: AlignedPhotos) -> Inverted:
-    from ..engine.inversion import InversionConfig
-
     result = run_inversion(args, pack, aligned.faces, InversionConfig(), default_batch_size(pack))
     return Inverted(aligned.names, result.codes, aligned.faces, "aligned photos")
 

@@ -11,30 +11,24 @@ where it stopped. The result files appear together, only when the run succeeds.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from ..attributes import load_predictor
-from ..errors import ConfigError, ImageError
+from ..errors import ConfigError
+from ..evaluation.cache import FolderCache
+from ..evaluation.imageset import load_image_set
 from ..evaluation.outputs import figures, markdown
 from ..evaluation.suite import (METHOD_KINDS, SKIPPABLE, Evaluation, EvaluationConfig, json_ready,
                                 load_pack_boundaries, load_pack_directions)
 from ..fileio import StagedOutput, atomic_path, check_output_dir, write_json, write_text
-from ..images import expand_inputs, pil_to_tensor, read_images, resize_square
 from ..report import environment
-from ..training.data import read_labels
 from ..safety import check_seed, mark_output_dir
 from .common import add_device, add_quiet, batch_size_of, info, open_pack, progress
-from .invert import invert_dir_images, is_invert_dir, pack_identity
 
 CACHE_DIR = "cache"
 
@@ -137,110 +131,6 @@ def evaluation_config(args: argparse.Namespace, batch_size: int) -> EvaluationCo
         lec_count=args.lec_count, refine_steps=args.refine_steps, refine_batch=args.refine_batch)
 
 
-# --- the image set ----------------------------------------------------------------------------------
-
-@dataclass
-class ImageSet:
-    names: list[str]
-    images: torch.Tensor  # [N, 3, R, R] in [-1, 1]
-    rows: list[dict] | None  # label rows, one per image
-    source: str
-
-
-def is_prepared(folder: Path) -> bool:
-    return folder.is_dir() and (folder / "index.json").is_file() and (folder / "images.npy").is_file()
-
-
-def subset_indices(total: int, count: int | None, spread: bool = False) -> list[int]:
-    """The images used: all, the first ``count``, or ``count`` evenly spaced ones (first and last included)."""
-    if count is None or count >= total:
-        return list(range(total))
-    if not spread:
-        return list(range(count))
-    return [int(i) for i in np.linspace(0, total - 1, count).round()]
-
-
-def load_image_set(inputs: list[str], resolution: int, count: int | None, labels: Path | None,
-                   spread: bool = False) -> ImageSet:
-    """Images (and labels) from a prepared set or from image files, folders and list files."""
-    if count is not None and count < 2:
-        raise ConfigError("--count must be at least 2 (FID, SWD and pairs compare sets)")
-    if len(inputs) == 1 and is_prepared(Path(inputs[0])):
-        from ..training.data import ImageDataset
-
-        ds = ImageDataset(inputs[0])
-        chosen = subset_indices(len(ds), count, spread)
-        pixels = np.array(ds.images[chosen])  # [N, r, r, 3] uint8, copied out of the memory map
-        if ds.resolution == resolution:
-            images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        else:
-            from PIL import Image
-
-            images = torch.stack([pil_to_tensor(resize_square(Image.fromarray(p), resolution)) for p in pixels])
-        names = [Path(ds.names[i]).name for i in chosen]
-        chosen_labels = [ds.labels[i] for i in chosen]
-        rows = [dict(r) for r in chosen_labels] if any(chosen_labels) else None
-        source = str(inputs[0])
-    elif len(inputs) == 1 and is_invert_dir(Path(inputs[0])):  # the photos an `idinvert invert` run read
-        paths, files = invert_dir_images(Path(inputs[0]))
-        chosen = subset_indices(len(paths), count, spread)
-        images = read_images([paths[i] for i in chosen], resolution)
-        names, rows, source = [files[i] for i in chosen], None, str(inputs[0])
-    else:
-        paths = expand_inputs(inputs)
-        paths = [paths[i] for i in subset_indices(len(paths), count, spread)]
-        images = read_images(paths, resolution)
-        names, rows, source = [p.name for p in paths], None, ", ".join(map(str, inputs))
-    if images.shape[0] < 2:
-        raise ImageError(f"{source}: the evaluation needs at least 2 images, found {images.shape[0]}")
-    if labels is not None:
-        table = read_labels(labels, split=None)
-        rows = [dict(table.get(name, {})) for name in names]
-        if not any(rows):
-            raise ConfigError(f"{labels}: no row's 'file' matches the images' names (e.g. {names[0]!r})")
-    return ImageSet(names, images, rows, source)
-
-
-# --- the cache folder -------------------------------------------------------------------------------
-
-class FolderCache:
-    """A ``Cache`` in a folder: ``KEY.json`` (numbers, fingerprint) and ``KEY.safetensors`` (tensors).
-
-    The tensors are written first, the JSON last, both atomically: an entry exists only whole.
-    With ``reuse=False`` nothing is read back (entries are still written for a later --resume).
-    """
-
-    def __init__(self, folder: Path, *, reuse: bool) -> None:
-        self.folder, self.reuse = folder, reuse
-
-    def _path(self, key: str, suffix: str) -> Path:
-        return self.folder / (re.sub(r"[^A-Za-z0-9._-]", "_", key) + suffix)
-
-    def load(self, key: str, fingerprint: str) -> dict[str, Any] | None:
-        meta_path = self._path(key, ".json")
-        if not self.reuse or not meta_path.is_file():
-            return None
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("fingerprint") != fingerprint:
-                return None
-            value = dict(meta["value"])
-            if meta.get("tensors"):
-                value.update(load_file(str(self._path(key, ".safetensors"))))
-        except (OSError, ValueError, KeyError, SafetensorError):
-            return None  # a damaged entry is recomputed
-        return value
-
-    def store(self, key: str, fingerprint: str, value: dict[str, Any]) -> None:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in value.items() if isinstance(v, torch.Tensor)}
-        plain = {k: v for k, v in value.items() if not isinstance(v, torch.Tensor)}
-        if tensors:
-            with atomic_path(self._path(key, ".safetensors")) as tmp:
-                save_file(tensors, str(tmp))
-        write_json(self._path(key, ".json"), {"key": key, "fingerprint": fingerprint, "tensors": sorted(tensors),
-                                              "value": plain})
-
-
 # --- the verb ---------------------------------------------------------------------------------------
 
 def command_line(args: argparse.Namespace, config: EvaluationConfig) -> str:
@@ -295,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
                             cache=FolderCache(args.out / CACHE_DIR, reuse=args.resume),
                             progress=lambda desc, total: progress(args, total, desc), log=lambda m: info(args, m))
     result = evaluation.run()
-    result.results = {**result.results, "model": pack_identity(pack), "source": data.source,
+    result.results = {**result.results, "model": pack.identity(), "source": data.source,
                       "names": data.names, "command": command_line(args, config),
                       "environment": environment(pack.device)}
     with progress(args, 0, "figures"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..align import align_faces, check_alignment_available, framing_from_config, paste_back, utkface_framing
 from ..errors import ImageError
 from ..images import expand_inputs, is_image_file, open_image, unique_names
 from ..pack import ModelPack
@@ -34,16 +35,12 @@ def add_align_options(p: argparse.ArgumentParser) -> None:
 
 
 def framing_for(pack: ModelPack):
-    from ..align import framing_from_config, utkface_framing
-
     framing = framing_from_config(pack.config)
     return (framing or utkface_framing(pack.resolution)).with_size(pack.resolution)
 
 
 def align_photos(pack: ModelPack, inputs: list[str], *, face: int | None = None) -> AlignedPhotos:
     """Align the faces of image files/folders/lists to the pack's framing."""
-    from ..align import align_faces, check_alignment_available
-
     check_alignment_available()
     paths = expand_inputs(inputs)
     bad = [p for p in paths if not is_image_file(p)]
@@ -66,8 +63,6 @@ def align_photos(pack: ModelPack, inputs: list[str], *, face: int | None = None)
 
 def paste_faces(aligned: AlignedPhotos, faces: torch.Tensor) -> dict[str, Image.Image]:
     """Each photo with its faces replaced by ``faces [F, 3, R, R]`` (in the order of ``aligned``)."""
-    from ..align import paste_back
-
     out = dict(aligned.photos)
     for i, owner in enumerate(aligned.owners):
         out[owner] = paste_back(out[owner], faces[i], aligned.alignments[i])

@@ -9,8 +9,8 @@ import re
 import signal
 import threading
 
-from ..errors import ConfigError
 from ..engine.inversion import MAX_STEPS
+from ..errors import ConfigError
 from ..safety import check_float, check_int
 from .common import add_device, add_model, info, open_pack
 

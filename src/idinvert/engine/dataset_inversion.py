@@ -13,8 +13,9 @@ A run that stops (Ctrl-C, SIGTERM, a kill, a crash, an unreadable image) keeps e
 same command resumes and inverts only the images without one, and refuses when the settings
 differ. An image is "the same" when its resolved path, output name and size are. When every
 image has a shard, the first process assembles ``codes.npy`` ``[N, L, C]`` (written through a
-memory map, rows in input order), ``encoder_codes.npy``, ``manifest.json`` and the contact sheet,
-moves everything into the output folder and removes the work folder.
+memory map, rows in input order), ``encoder_codes.npy``, ``manifest.json`` and the contact sheet (an
+invert folder, ``engine.invert_folder``), moves everything into the output folder and removes the
+work folder.
 
 Under ``torchrun`` the pending batches are dealt out round-robin over the processes (one per GPU
 with NCCL, or CPU processes with gloo; several machines need a shared file system for the output);
@@ -42,12 +43,12 @@ import torch
 from ..errors import ConfigError, IdinvertError
 from ..fileio import StagedOutput, atomic_path, write_json
 from ..images import read_image, save_image
-from .inversion import InversionConfig, invert
-from ..report import Report, environment, write_html, write_sheet
+from ..report import environment
 from ..training.common import Distributed, StopRequest
+from .inversion import InversionConfig, invert
+from .invert_folder import MANIFEST, code_arrays, image_file, write_manifest, write_report
 
 SETTINGS_VERSION = 1
-SHEET_ROWS = 100  # the contact sheet shows the first rows only (a 20,000-row PNG is of no use)
 
 
 class Prefetcher:
@@ -362,7 +363,7 @@ def _finished_before(job: DatasetJob, work: ShardFolder, keys: list[str]) -> dic
 
 def _read_manifest(folder: Path) -> dict:
     try:
-        return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
@@ -382,10 +383,10 @@ def _invert_and_write(pack, job: DatasetJob, work: ShardFolder, keys: list[str],
     if job.images:
         for row, i in enumerate(indices):
             name = job.names[i]
-            save_image(images[row], work.path / f"{name}_ori.png")
+            save_image(images[row], work.path / image_file(name, "ori"))
             if result.encoder_reconstructions is not None:
-                save_image(result.encoder_reconstructions[row], work.path / f"{name}_enc.png")
-            save_image(result.reconstructions[row], work.path / f"{name}_inv.png")
+                save_image(result.encoder_reconstructions[row], work.path / image_file(name, "enc"))
+            save_image(result.reconstructions[row], work.path / image_file(name, "inv"))
     arrays = {"keys": np.array([keys[i] for i in indices]), "indices": np.array(indices, dtype=np.int64),
               "codes": result.codes.float().cpu().numpy(), "steps_run": result.steps_run.numpy(),
               "seconds": np.array(result.seconds)}
@@ -452,9 +453,9 @@ def _assemble(pack, job: DatasetJob, work: ShardFolder, keys: list[str], model: 
         if job.images:
             for name in job.names:  # linked, not moved: a failed publish leaves the work folder whole
                 for kind in ("ori", "enc", "inv"):
-                    if (work.path / f"{name}_{kind}.png").is_file():
-                        _link(work.path / f"{name}_{kind}.png", stage.path / f"{name}_{kind}.png")
-            _write_report(job, stage.path)
+                    if (work.path / image_file(name, kind)).is_file():
+                        _link(work.path / image_file(name, kind), stage.path / image_file(name, kind))
+            write_report(stage.path, job.names)
     shutil.rmtree(work.path, ignore_errors=True)
     return manifest
 
@@ -476,8 +477,7 @@ def _write_codes(pack, job: DatasetJob, work: ShardFolder, keys: list[str], mode
         rows_of.setdefault(shard, []).append((i, row))
     with np.load(next(iter(rows_of)), allow_pickle=False) as first:  # encoder codes: all shards or none
         kinds = [k for k in ("codes", "encoder_codes") if k in first.files]
-    maps = {k: np.lib.format.open_memmap(folder / f"{k}.npy", mode="w+", dtype=np.float32,
-                                         shape=(n, layers, width)) for k in kinds}
+    maps = code_arrays(folder, kinds, n, (layers, width))
     losses: list[dict] = [{} for _ in range(n)]
     steps_run, seconds = [0] * n, 0.0
     for shard, pairs in rows_of.items():
@@ -503,19 +503,8 @@ def _write_codes(pack, job: DatasetJob, work: ShardFolder, keys: list[str], mode
         "environment": environment(pack.device), "run": {"processes": processes, "batch_size": job.batch_size},
         "settings_fingerprint": work.settings, "keys": keys,
     }
-    write_json(folder / "manifest.json", manifest)
+    write_manifest(folder, manifest)
     return manifest
-
-
-def _write_report(job: DatasetJob, folder: Path) -> None:
-    """index.html (every image) and sheet.png (the first SHEET_ROWS) over the PNGs in ``folder``."""
-    report = Report(title="Inversion", headers=["Original", "Encoder output", "Inversion"])
-    for name in job.names:
-        enc = f"{name}_enc.png" if (folder / f"{name}_enc.png").is_file() else ""
-        report.add_row(name, [f"{name}_ori.png", enc, f"{name}_inv.png"])
-    write_html(report, folder)
-    write_sheet(Report(report.title, report.headers, report.rows[:SHEET_ROWS], report.row_names[:SHEET_ROWS]),
-                folder)
 
 
 def resolve_lambda_vgg(config: InversionConfig, pack) -> InversionConfig:

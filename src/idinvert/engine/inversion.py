@@ -327,3 +327,16 @@ def _pad_steps(history: torch.Tensor, steps: int) -> torch.Tensor:
     if history.shape[0] >= steps:
         return history
     return torch.cat([history, history[-1:].expand(steps - history.shape[0], -1)])
+
+
+SMALL_PACK = 64  # resolution up to which a CPU inverts faster per image in batches
+CPU_SMALL_BATCH = 16  # the batch size for such packs on a CPU (benchmarks/results/inversion_speed_cpu.md)
+
+
+def default_batch_size(pack) -> int:
+    """Images optimised together unless told otherwise: 8 on a GPU; on a CPU 16 for packs of at most
+    64 px (1.4× the images per second of batch 1 there) and 1 for larger ones (batching is slower
+    per image at 256 px). Measured in benchmarks/results/inversion_speed_cpu.md."""
+    if pack.device.type != "cpu":
+        return 8
+    return CPU_SMALL_BATCH if pack.resolution <= SMALL_PACK else 1

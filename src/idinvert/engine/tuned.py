@@ -117,6 +117,24 @@ class TunedWeights:
         return TunedWeights(out)
 
 
+def tuned_between(generator: CodeGenerator, start: TunedWeights | None, end: TunedWeights | None,
+                  t: torch.Tensor) -> TunedWeights | None:
+    """The generators on the way from one tuned generator to another, for interpolating between two
+    photos: row k is ``Δ_start + t[k]·(Δ_end − Δ_start)`` (``start``, ``end``: one row each; ``None`` is
+    the untuned generator, Δ = 0; both ``None`` give ``None``). Tuning moves a generator only slightly
+    from the pack's, and straight lines between small changes of one network stay in its basin, so
+    both ends reproduce their photos' faithful reconstructions; keeping one end's generator instead
+    would render the other end as a different face than its own reconstruction."""
+    if start is None and end is None:
+        return None
+    names = list((start if start is not None else end).deltas)
+    zero = TunedWeights.zeros(generator, 1, names)
+    rows = [0] * len(t)
+    a = (start if start is not None else zero).select(rows)
+    b = (end if end is not None else zero).select(rows)
+    return a.lerp(b, t)
+
+
 def batched_synthesize(generator: CodeGenerator, weights: dict[str, torch.Tensor],
                        codes: torch.Tensor) -> torch.Tensor:
     """Images ``[B, K, 3, R, R]`` from codes ``[B, K, L, C]``, the codes of row b through the generator

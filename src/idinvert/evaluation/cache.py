@@ -2,8 +2,8 @@
 
 A part of the evaluation is stored under a key with the fingerprint of everything it depends on
 (``digest`` of settings, ``tensor_digest`` of images and codes, ``module_digest`` of weights); it is
-reused only when the fingerprint matches. ``MemoryCache`` keeps parts for one process; the command
-line supplies a cache backed by the output folder.
+reused only when the fingerprint matches. ``MemoryCache`` keeps parts for one process; ``FolderCache``
+keeps them in a folder (``idinvert evaluate``'s ``OUT/cache``), so that a later run resumes.
 """
 
 from __future__ import annotations
@@ -11,9 +11,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
+from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Protocol
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..fileio import atomic_path, write_json
 
 
 class Cache(Protocol):
@@ -36,6 +42,44 @@ class MemoryCache:
 
     def store(self, key: str, fingerprint: str, value: dict[str, Any]) -> None:
         self.entries[key] = (fingerprint, dict(value))
+
+
+class FolderCache:
+    """A ``Cache`` in a folder: ``KEY.json`` (numbers, fingerprint) and ``KEY.safetensors`` (tensors).
+
+    The tensors are written first, the JSON last, both atomically: an entry exists only whole.
+    With ``reuse=False`` nothing is read back (entries are still written for a later --resume).
+    """
+
+    def __init__(self, folder: Path, *, reuse: bool) -> None:
+        self.folder, self.reuse = folder, reuse
+
+    def _path(self, key: str, suffix: str) -> Path:
+        return self.folder / (re.sub(r"[^A-Za-z0-9._-]", "_", key) + suffix)
+
+    def load(self, key: str, fingerprint: str) -> dict[str, Any] | None:
+        meta_path = self._path(key, ".json")
+        if not self.reuse or not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("fingerprint") != fingerprint:
+                return None
+            value = dict(meta["value"])
+            if meta.get("tensors"):
+                value.update(load_file(str(self._path(key, ".safetensors"))))
+        except (OSError, ValueError, KeyError, SafetensorError):
+            return None  # a damaged entry is recomputed
+        return value
+
+    def store(self, key: str, fingerprint: str, value: dict[str, Any]) -> None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in value.items() if isinstance(v, torch.Tensor)}
+        plain = {k: v for k, v in value.items() if not isinstance(v, torch.Tensor)}
+        if tensors:
+            with atomic_path(self._path(key, ".safetensors")) as tmp:
+                save_file(tensors, str(tmp))
+        write_json(self._path(key, ".json"), {"key": key, "fingerprint": fingerprint, "tensors": sorted(tensors),
+                                              "value": plain})
 
 
 ProgressFactory = Callable[[str, int], ContextManager[Any]]  # (description, total) → bar with update(n)

@@ -14,8 +14,8 @@ from PIL import Image
 
 from ..engine.tuned import synthesize
 from .codes import manipulation_codes, midpoints
-from .refinement import pti_markdown
 from .plots import bar_chart, labelled_grid, line_chart, side_by_side
+from .refinement import pti_markdown
 from .suite import EvaluationResult
 
 TABLE1_METRICS = (  # key, column title, better

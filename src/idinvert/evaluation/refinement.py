@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 from ..boundaries import Boundary
 from ..engine.editing import manipulate
-from ..metrics import lpips_distance
-from ..metrics.identity import face_descriptors
 from ..engine.refine import RefineConfig, refine
 from ..engine.tuned import TunedWeights, synthesize_tuned
+from ..metrics import lpips_distance
+from ..metrics.identity import face_descriptors
 from .cache import ProgressFactory, no_progress
 from .editquality import attribute_scores
 from .reconstruction import PairScores, pair_metrics

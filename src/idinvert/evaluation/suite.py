@@ -34,11 +34,11 @@ import torch
 
 from ..attributes import boundary_sign, pack_boundaries
 from ..attributes.predictor import EDIT_NAMES, AttributePredictor
-from ..engine.directions import pack_directions as load_pack_directions
 from ..boundaries import Boundary, load_boundary
+from ..engine.directions import pack_directions as load_pack_directions
+from ..engine.inversion import InversionConfig, invert
 from ..engine.tuned import synthesize
 from ..errors import ConfigError, IdinvertError
-from ..engine.inversion import InversionConfig, invert
 from ..metrics.fid import GaussianStatistics
 from ..metrics.identity import require_dlib
 from .cache import Cache, MemoryCache, ProgressFactory, digest, module_digest, no_progress, tensor_digest

@@ -21,16 +21,16 @@ from PIL import Image, ImageDraw
 
 from ..align import (INSTALL_HINT, FaceAlignment, align_faces, check_alignment_available, framing_from_config,
                      paste_back, utkface_framing)
-from ..engine.diffusion import crop_box, diffuse
-from ..engine.editing import DEFAULT_DISTANCES, default_mix_layer_start, interpolate, manipulate, mix
 from ..boundaries import Boundary, load_boundary
-from ..engine.tuned import synthesize
+from ..engine.diffusion import crop_box, diffuse
+from ..engine.directions import pack_directions
+from ..engine.editing import DEFAULT_DISTANCES, default_mix_layer_start, interpolate, manipulate, mix
+from ..engine.inversion import InversionConfig, invert
+from ..engine.refine import RefineConfig, refine
+from ..engine.tuned import TunedWeights, synthesize, synthesize_tuned, tuned_between
 from ..errors import ConfigError, IdinvertError, ImageError
 from ..images import RESAMPLE, decode_image, pil_to_tensor, resize_square, tensor_to_pil
-from ..engine.inversion import InversionConfig, invert
 from ..pack import ModelPack
-from ..engine.refine import RefineConfig, refine
-from ..engine.tuned import TunedWeights, synthesize_tuned
 
 ALIGNMENTS = ("auto", "dlib", "center")
 EDIT_LIMIT = 10.0  # the largest |d| the server accepts; the sliders span DEFAULT_DISTANCES (±3)
@@ -156,8 +156,6 @@ class Editor:
     @staticmethod
     def _load_directions(pack: ModelPack) -> dict[str, Boundary]:
         """The pack's label-free directions (``idinvert directions --add-to-pack``): "direction 1" … "direction K"."""
-        from ..engine.directions import pack_directions
-
         return {f"direction {k + 1}": b for k, b in enumerate(pack_directions(pack).values())}
 
     @staticmethod
@@ -303,11 +301,9 @@ class Editor:
         with the interpolation (as ``idinvert interpolate``); style mixing keeps photo 1's (the content)."""
         if not params.faithful:
             return None
-        if params.blend == 0 or (first is None and second is None):
+        if params.blend == 0:
             return first
-        zeros = TunedWeights.zeros(self.pack.generator, 1)
-        start, end = (first if first is not None else zeros), (second if second is not None else zeros)
-        return start.lerp(end, torch.tensor([params.blend / BLEND_STEPS]))
+        return tuned_between(self.pack.generator, first, second, torch.tensor([params.blend / BLEND_STEPS]))
 
     def diffuse(self, target: torch.Tensor, context: torch.Tensor, *, crop_size: int, center_x: int,
                 center_y: int, progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
