@@ -117,6 +117,24 @@ def test_tuning_lowers_the_loss_and_keeps_the_codes(kind):
         assert torch.allclose(result.reconstructions, synthesize_tuned(g, result.tuned, codes), atol=1e-6)
 
 
+def test_tuning_some_layers_leaves_the_others_and_keeps_the_fingerprint():
+    g = tiny_dcgan()
+    images, codes = problem(g)
+    full = refine(images, codes, stub_pack(g), RefineConfig(steps=6, lr=3e-3, lpips_threshold=None))
+    late = refine(images, codes, stub_pack(g), RefineConfig(steps=6, lr=3e-3, lpips_threshold=None,
+                                                            layers=("convTr3", "batchNorm2")))
+    assert sorted(late.tuned.deltas) == ["batchNorm2.bias", "batchNorm2.weight", "convTr3.weight"]
+    assert all(v.abs().sum() > 0 for v in late.tuned.deltas.values())
+    assert late.base == full.base == fingerprint(g)  # files stay readable by load_tuned
+    assert (late.after["mse"] < late.before["mse"]).all()
+    with torch.no_grad():
+        assert torch.allclose(late.reconstructions, synthesize_tuned(g, late.tuned, codes), atol=1e-6)
+    with pytest.raises(ConfigError, match="name none"):
+        refine(images, codes, stub_pack(g), RefineConfig(steps=1, layers=("mapping",)))
+    with pytest.raises(ConfigError, match="tuple"):
+        RefineConfig(layers="convTr3")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_locality_regulariser_runs_and_is_seeded(kind):
     g = tiny_generator(kind)

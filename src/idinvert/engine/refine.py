@@ -53,6 +53,9 @@ class RefineConfig:
     locality_alpha: float = 30.0  # regulizer_alpha, α: distance of w_r from the pivot
     locality_psi: float = 0.5  # truncation ψ of the prior samples w
     locality_interval: int = 1  # locality_regularization_interval: every this many steps
+    # not PTI's: name prefixes of the generator parameters that are tuned (e.g. ("convTr4", "batchNorm4",
+    # "convTr5")); () = every parameter synthesis depends on, as PTI tunes
+    layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.method not in REFINE_METHODS:
@@ -63,6 +66,8 @@ class RefineConfig:
                    self.locality_alpha, self.lpips_threshold or 0.0)
         if min(weights) < 0:
             raise ConfigError("refine loss weights, α and the LPIPS threshold must be non-negative")
+        if isinstance(self.layers, str) or not all(isinstance(v, str) and v for v in self.layers):
+            raise ConfigError("refine layers must be a tuple of parameter-name prefixes like ('convTr4', 'convTr5')")
 
 
 def refine_config(value: "str | RefineConfig | None", steps: int | None = None) -> RefineConfig | None:
@@ -122,7 +127,8 @@ def refine(images: torch.Tensor, codes: torch.Tensor, pack, config: RefineConfig
     size = batch_size or images.shape[0]
     start = time.perf_counter()
     with frozen(generator):
-        names = tunable_names(generator)
+        every = tunable_names(generator)
+        names = tuned_names(every, config.layers)
         parts = [_refine_batch(generator, images[lo:lo + size], codes[lo:lo + size], names, config, rng,
                                None if callback is None else (lambda s, t, b=b: callback(b, s, t)))
                  for b, lo in enumerate(range(0, images.shape[0], size))]
@@ -136,7 +142,18 @@ def refine(images: torch.Tensor, codes: torch.Tensor, pack, config: RefineConfig
               for k in parts[0][2]}
     return RefineResult(tuned=tuned, codes=codes, reconstructions=recon, steps_run=steps_run, before=before,
                         after=after, losses=losses, seconds=time.perf_counter() - start,
-                        base=fingerprint(generator, names), config=config)
+                        base=fingerprint(generator, every), config=config)
+
+
+def tuned_names(every: list[str], layers: tuple[str, ...]) -> list[str]:
+    """The parameters a refinement tunes: those of ``every`` under one of the ``layers`` prefixes (all for ())."""
+    if not layers:
+        return every
+    names = [k for k in every if any(k == p or k.startswith(p + ".") for p in layers)]
+    if not names:
+        raise ConfigError(f"refine layers {', '.join(layers)} name none of the generator's tunable parameters "
+                          f"(they start with {', '.join(sorted({k.split('.')[0] for k in every})[:8])} …)")
+    return names
 
 
 def _refine_batch(generator, x: torch.Tensor, pivots: torch.Tensor, names: list[str], config: RefineConfig,
