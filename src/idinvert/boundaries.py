@@ -3,8 +3,9 @@
 A boundary (an InterFaceGAN-style direction, or one found without labels by ``engine.directions``)
 comes in the official format — ``np.save`` of a dict ``{'boundary': [1, L, C], 'meta_data':
 {'manipulate_layers': [...]}}`` — or as a plain ``[1, C]`` or ``[1, L, C]`` array. The dict format
-needs a pickle, so it is read with an unpickler that builds only numpy arrays, dicts, lists, numbers
-and strings: a file that pickles anything else is refused, never executed.
+needs a pickle, so it is read with ``safety.read_numpy_pickle``: scanned first (objects, depth and shared
+references bounded), then unpickled building only numpy arrays, dicts, lists, numbers and strings; a file
+that pickles anything else is refused, never executed.
 
 ``Boundary`` is what the engine's ``manipulate`` moves codes along; ``parse_layers`` reads a layer
 choice such as ``"0-5"``.
@@ -12,9 +13,7 @@ choice such as ``"0-5"``.
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -76,36 +75,8 @@ def fit_boundary(array: np.ndarray | torch.Tensor, code_shape: tuple[int, int], 
 
 
 
-def _multiarray():
-    try:
-        from numpy._core import multiarray  # numpy ≥ 1.26 (the name numpy 2 writes into pickles)
-    except ImportError:  # pragma: no cover
-        from numpy.core import multiarray
-    return multiarray
-
-
-_SAFE_GLOBALS = {  # the only callables a pickled dict of numpy arrays needs
-    ("numpy._core.multiarray", "_reconstruct"): lambda: _multiarray()._reconstruct,
-    ("numpy.core.multiarray", "_reconstruct"): lambda: _multiarray()._reconstruct,
-    ("numpy._core.multiarray", "scalar"): lambda: _multiarray().scalar,
-    ("numpy.core.multiarray", "scalar"): lambda: _multiarray().scalar,
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-    ("_codecs", "encode"): lambda: __import__("codecs").encode,  # bytes in protocol-2 pickles
-}
-
-
-class _DataUnpickler(pickle.Unpickler):
-    """Builds numpy arrays, numpy scalars and Python containers; refuses every other global."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        factory = _SAFE_GLOBALS.get((module, name))
-        if factory is None:
-            raise pickle.UnpicklingError(f"it pickles {module}.{name}")
-        return factory()
-
-
 MAX_BOUNDARY_BYTES = 64 * 1024 * 1024  # a boundary file is [1, L, C] floats plus a small meta_data
+PICKLE_WRAPPING = 8  # pickle levels around the dict: the object array, its state tuple and list, the dict
 MAX_META_VALUES = 10_000  # numbers and characters in meta_data (it is copied into manifests)
 
 
@@ -132,13 +103,14 @@ def _read_npy(path: Path) -> Any:
             if reader is None:
                 raise BoundaryError(f"{path}: unsupported .npy version {version}; save it with np.save")
             shape, _, dtype = reader(f)
-            wrapper = _DataUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
-    except pickle.UnpicklingError as exc:
-        raise BoundaryError(f"refusing {path}: {exc}, which a boundary file never needs; only dicts of "
-                            f"arrays, lists, numbers and strings are loaded") from None
-    except (ValueError, EOFError, OSError, TypeError, AttributeError, IndexError, KeyError, RecursionError,
-            MemoryError) as exc:
-        raise BoundaryError(f"{path}: corrupt .npy file ({type(exc).__name__}: {exc}); use a boundary file") from None
+            data = f.read()
+    except (ValueError, EOFError, OSError) as exc:
+        raise BoundaryError(f"{path}: corrupt .npy file ({type(exc).__name__}: {str(exc)[:100]}); use a boundary "
+                            f"file") from None
+    # the one bounded pickle reader: objects, depth and shared references counted before anything is built
+    wrapper = safety.read_numpy_pickle(data, str(path), error=BoundaryError, max_depth=safety.MAX_DEPTH + PICKLE_WRAPPING,
+                                       refusal="refusing {what}: it pickles {detail}, which a boundary file never "
+                                               "needs; only dicts of arrays, lists, numbers and strings are loaded")
     if not isinstance(wrapper, np.ndarray) or wrapper.dtype != object or wrapper.shape != () or shape != ():
         raise BoundaryError(f"{path}: an object array of shape {list(shape)}; expected a plain array or the "
                             f"official dict format")
@@ -199,7 +171,7 @@ def save_boundary(path: str | os.PathLike, boundary: torch.Tensor | np.ndarray, 
         meta_data["manipulate_layers"] = [int(v) for v in layers]
     elif num_layers is not None:
         meta_data["manipulate_layers"] = list(range(num_layers))
-    _check_plain_data(meta_data, Path(path))
+    _check_plain_data({"boundary": array, "meta_data": meta_data}, Path(path))  # as load_boundary reads it
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

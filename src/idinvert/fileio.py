@@ -9,6 +9,7 @@ exactly as it was.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -19,18 +20,39 @@ from typing import Any, Iterator
 from .errors import OutputError
 
 
+# A full disk, a quota, a read-only or failing file system: the writer's fault is the location's, and
+# the user gets one line (the half-written temporary file or staging folder is removed first).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+TEMP_STEM = 100  # characters of a target's name kept in its temporary sibling's (names stay under 255 bytes)
+
+
+def write_failure(exc: OSError, target: Path) -> OutputError | None:
+    """The one-line error for a write that failed because of where it writes (None for other errors)."""
+    if exc.errno not in WRITE_ERRNOS:
+        return None
+    return OutputError(f"cannot write {target}: {exc.strerror or exc}; free some space or choose another location")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:TEMP_STEM]}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise write_failure(exc, target) or exc from None
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, target)
+    except OSError as exc:
+        failure = write_failure(exc, target)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -77,7 +99,7 @@ class StagedOutput:
         parent = self.out.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.staging-", dir=parent))
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name[:TEMP_STEM]}.staging-", dir=parent))
         except OSError as exc:
             raise OutputError(f"cannot write beside {self.out}: {exc.strerror}; choose another --out") from None
         return self
@@ -98,6 +120,8 @@ class StagedOutput:
                 self._publish()
         finally:
             shutil.rmtree(self.path, ignore_errors=True)
+        if isinstance(exc, OSError) and (failure := write_failure(exc, self.out)) is not None:
+            raise failure from None  # the disk filled while the results were written
 
     def _publish(self) -> None:
         from .safety import mark_output_dir

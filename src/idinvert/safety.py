@@ -395,7 +395,7 @@ def scan_pickle(stream, what: str, *, error: type[IdinvertError] = ConfigError, 
 
     def too_big(node: _Built) -> _Built:
         if node.depth > max_depth:
-            raise error(f"refusing {what}: its pickle nests objects more than {max_depth} levels deep")
+            raise error(f"refusing {what}: its pickled data is nested deeper than {max_depth} levels")
         if node.nodes > max_nodes or node.nbytes > max_bytes:
             raise error(f"refusing {what}: its pickle builds an object of more than {max_nodes:,} nodes or "
                         f"{max_bytes / 1e6:.0f} MB of strings, counting each use of a shared object (a few "
@@ -482,7 +482,7 @@ def scan_pickle(stream, what: str, *, error: type[IdinvertError] = ConfigError, 
 
 
 def read_pickle(data: bytes, what: str, *, find_class, error: type[IdinvertError] = ConfigError,
-                persistent_load=None, encoding: str = "ASCII",
+                persistent_load=None, encoding: str = "ASCII", max_depth: int = MAX_PICKLE_DEPTH,
                 refusal: str = "refusing {what}: it pickles {detail}") -> Any:
     """The one way idinvert unpickles: ``scan_pickle`` first, then an unpickler whose ``find_class``
     (module, name) → object raises ``PickleRefused`` for anything it does not allow; no other global
@@ -491,7 +491,7 @@ def read_pickle(data: bytes, what: str, *, find_class, error: type[IdinvertError
     import pickle
 
     buffer = io.BytesIO(data)
-    scan_pickle(buffer, what, error=error, max_bytes=len(data) + PICKLE_SLACK_BYTES)
+    scan_pickle(buffer, what, error=error, max_bytes=len(data) + PICKLE_SLACK_BYTES, max_depth=max_depth)
 
     class Restricted(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
@@ -540,8 +540,10 @@ def _numpy_global(module: str, name: str) -> Any:
 
 
 def read_numpy_pickle(data: bytes, what: str, *, error: type[IdinvertError] = ConfigError,
+                      max_depth: int = MAX_PICKLE_DEPTH,
                       refusal: str = "refusing {what}: it pickles {detail}; only numpy arrays, numbers and "
                                      "containers are read") -> Any:
     """A pickle of numpy arrays, numpy scalars and Python containers (an object ``.npy``, a Flax
     checkpoint of an asset package), read through ``read_pickle``; any other global is refused."""
-    return read_pickle(data, what, find_class=_numpy_global, error=error, encoding="latin1", refusal=refusal)
+    return read_pickle(data, what, find_class=_numpy_global, error=error, encoding="latin1", max_depth=max_depth,
+                       refusal=refusal)

@@ -3,8 +3,9 @@
 Every endpoint below ``/api/session/<id>/`` belongs to one browser tab (a session). Errors are
 JSON ``{"error": "<one readable sentence>"}`` with a fitting status: 400 bad input (also a JSON
 body nested too deeply or a foreign ``Host``), 404 unknown or ended session (also one closed to
-make room for a new tab), 409 a step is missing (no photo or inversion yet), 413 upload or JSON
-body too large, 415 not an image.
+make room for a new tab), 403 a state-changing request sent by another web site (its ``Origin``),
+409 a step is missing (no photo or inversion yet), 413 upload or JSON body too large, 415 not an
+image, 503 the server is busy decoding other large photos (try again).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, get_sockaddr, s
 from werkzeug.serving import make_server as _make_server
 
 from ..errors import ConfigError, IdinvertError, ImageError
-from ..images import MAX_PIXELS, decode_image
+from ..images import MAX_PIXELS, DecodeBusy, decode_image
 from ..engine.inversion import MAX_STEPS
 from ..safety import check_float, check_int, parse_json
 from ..pack import ModelPack
@@ -168,11 +169,30 @@ def host_allowed(header: str | None, trusted: tuple[str, ...] | None) -> bool:
     return name in {t.strip("[]").lower() for t in trusted}
 
 
+STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def same_origin(origin: str | None, fetch_site: str | None, host: str | None) -> bool:
+    """Whether a state-changing request may come from where it says it comes from: a browser names the
+    page that sent it (``Origin``, ``Sec-Fetch-Site``), and it must be the editor's own page, so that a
+    web site the user visits cannot drive the editor (cross-site request forgery). Requests without
+    those headers come from programs, not web pages, and pass."""
+    if fetch_site is not None and fetch_site.lower() not in ("same-origin", "none"):
+        return False
+    if origin is None:
+        return True
+    scheme, sep, rest = origin.partition("://")
+    return bool(sep) and scheme.lower() in ("http", "https") and host is not None and rest.lower() == host.lower()
+
+
 def _register_handlers(app: Flask, options: ServerOptions) -> None:
     @app.before_request
     def check_host():
         if not host_allowed(request.headers.get("Host"), options.trusted_hosts):
             return jsonify(error="unknown Host header; open the editor at the address it printed"), 400
+        if request.method in STATE_CHANGING and not same_origin(
+                request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), request.headers.get("Host")):
+            return jsonify(error="a request from another web site; use the editor's own page"), 403
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -279,6 +299,8 @@ def _register_routes(app: Flask, state: ServerState) -> None:
             data = upload.read()
             try:
                 image = decode_photo(data, max_pixels=options.max_pixels, max_side=options.max_photo_side)
+            except DecodeBusy as exc:  # concurrent decodes share images.DECODE_BUDGET
+                raise ApiError(503, str(exc)) from None
             except ImageError as exc:
                 raise ApiError(415, str(exc)) from None
         elif sample:

@@ -1,0 +1,263 @@
+"""The findings of the hostile pass (issue 27), each made into a test from its reproduction, closed at the
+shared rule it slipped past (``docs/security.md`` lists them): the one bounded reader of pickles and torch
+files, the output-folder rule for run folders, one-line errors for damaged files and full disks, the
+decode budget and the editor's Origin check. Every crafted file is made here, in ``tmp_path``."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import pickle
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from idinvert import images, safety
+from idinvert.boundaries import load_boundary
+from idinvert.cli import main
+from idinvert.errors import BoundaryError, CheckpointError, ImageError, OutputError
+from idinvert.fileio import StagedOutput, atomic_path
+from idinvert.formats.common import read_state_dict
+from idinvert.formats.stylegan2 import load_stylegan2
+from idinvert.training.common import Distributed, load_checkpoint
+from idinvert.training.runner import RunOptions, run_training
+
+from test_stylegan2 import _Record, fake_persistence  # noqa: F401 (a fixture)
+
+
+def shared_tuple_dict(levels: int = 40) -> bytes:
+    """A pickle of ``{T: 1}`` where T holds the same tuple twice, ``levels`` deep: 2^levels nodes in a
+    few hundred bytes. Building it is cheap; hashing T (as a dict key) or printing it never ends."""
+    out = bytearray(b"\x80\x04}")  # PROTO 4, EMPTY_DICT
+    out += b")\x940"  # EMPTY_TUPLE, MEMOIZE (memo 0), POP
+    for i in range(levels):  # BINGET i twice, TUPLE2, MEMOIZE, POP
+        out += b"h" + bytes([i]) + b"h" + bytes([i]) + b"\x86\x940"
+    out += b"h" + bytes([levels]) + b"K\x01s."  # BINGET the last, BININT1 1, SETITEM, STOP
+    return bytes(out)
+
+
+def with_data_pkl(path: Path, data: bytes) -> Path:
+    """A torch.save zip file whose data.pkl is replaced by ``data``."""
+    torch.save({"g_ema": {}}, path)
+    with zipfile.ZipFile(path) as src:
+        members = [(m, src.read(m)) for m in src.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for member, content in members:
+            dst.writestr(member, data if member.filename.endswith("/data.pkl") else content)
+    return path
+
+
+def object_npy(path: Path, pickled: bytes) -> Path:
+    """An ``.npy`` file whose header says 'a 0-d object array' and whose body is ``pickled``."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": ()})
+        f.write(pickled)
+    return path
+
+
+# --- one bounded reader for every pickle, npy and torch file ---------------------------------------------------
+def test_a_tiny_shared_reference_pickle_is_refused_before_anything_hashes_it(tmp_path):
+    bomb = shared_tuple_dict(40)
+    assert len(bomb) < 400
+    (tmp_path / "snapshot.pkl").write_bytes(bomb)  # convert --stylegan2 (NVIDIA)
+    with pytest.raises(CheckpointError, match="shared object") as exc:
+        load_stylegan2(tmp_path / "snapshot.pkl")
+    assert "\n" not in str(exc.value)
+    checkpoint = with_data_pkl(tmp_path / "ros.pt", bomb)  # rosinality conversion, distill --resume
+    with pytest.raises(CheckpointError, match="shared object"):
+        load_stylegan2(checkpoint)
+    with pytest.raises(CheckpointError, match="shared object"):
+        load_checkpoint(checkpoint)
+    with pytest.raises(CheckpointError, match="shared object"):
+        read_state_dict(checkpoint)  # official and DCGAN weight files
+    with pytest.raises(BoundaryError, match="shared object|nested deeper"):  # edit --boundary
+        load_boundary(object_npy(tmp_path / "b.npy", bomb), (4, 8))
+
+
+def test_odd_values_in_snapshot_records_are_never_printed_whole(tmp_path, fake_persistence):
+    nested = []
+    for _ in range(30):  # a class name of 2³⁰ shared lists: str() of it was 830 MB at 2²⁵
+        nested = [nested, nested]
+    meta = {"type": "class", "version": 6, "module_src": "", "class_name": nested, "state": {}}
+    (tmp_path / "s.pkl").write_bytes(pickle.dumps({"G_ema": _Record(meta)}, protocol=4))
+    with pytest.raises(CheckpointError, match="shared object"):
+        load_stylegan2(tmp_path / "s.pkl")
+    meta["class_name"] = [[["Generator"]]]  # small, but not a name
+    (tmp_path / "s2.pkl").write_bytes(pickle.dumps({"G_ema": _Record(meta)}, protocol=4))
+    with pytest.raises(CheckpointError, match="class name or source is not a short string"):
+        load_stylegan2(tmp_path / "s2.pkl")
+
+
+@pytest.mark.parametrize("make,kind", [(lambda t: t.to_sparse(), "sparse_coo"),
+                                       (lambda t: t.to(torch.float8_e5m2), "float8_e5m2"),
+                                       (lambda t: torch.empty(t.shape, device="meta"), "meta")])
+def test_dcgan_state_dicts_with_odd_tensors_get_one_line(tmp_path, make, kind, capsys):
+    state = {"convTr1.weight": torch.randn(8, 4, 4, 4), "convTr2.weight": torch.randn(4, 3, 4, 4),
+             "batchNorm1.weight": torch.ones(4)}
+    state["batchNorm1.weight"] = make(state["batchNorm1.weight"])
+    torch.save(state, tmp_path / "g.pt")
+    assert main(["convert", "--dcgan", str(tmp_path / "g.pt"), "--out", str(tmp_path / "pack")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("idinvert: error:") and "\n" not in err and f"{kind} tensor" in err
+
+
+# --- run folders: the output-folder rule -----------------------------------------------------------------------
+class Counter:
+    """The smallest trainer ``run_training`` drives: it counts images."""
+
+    def __init__(self) -> None:
+        self.images_seen = self.step_index = 0
+
+    def state_dict(self) -> dict:
+        return {"images_seen": self.images_seen, "step_index": self.step_index}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.images_seen, self.step_index = int(state["images_seen"]), int(state["step_index"])
+
+    def step(self) -> dict[str, float]:
+        self.images_seen += 1
+        self.step_index += 1
+        return {"loss": 0.0}
+
+
+def test_a_run_folder_is_never_an_unrelated_folder_or_an_input(tmp_path):
+    user = tmp_path / "d"
+    (user / "samples").mkdir(parents=True)
+    (user / "train_config.json").write_text("my notes")
+    (user / "samples" / "000000004.png").write_bytes(b"my picture")
+    trainer = Counter()
+    with pytest.raises(OutputError, match="did not write"):
+        run_training(trainer, trainer.step, RunOptions(run_dir=user, total_images=4, quiet=True),
+                     config={"kind": "toy"}, world=Distributed())
+    assert (user / "train_config.json").read_text() == "my notes"
+    assert (user / "samples" / "000000004.png").read_bytes() == b"my picture"
+    assert sorted(p.name for p in user.rglob("*")) == ["000000004.png", "samples", "train_config.json"]
+    data = tmp_path / "data"  # a prepared data set is an idinvert folder, but this run reads it
+    data.mkdir()
+    safety.mark_output_dir(data)
+    with pytest.raises(OutputError, match="also an input"):
+        run_training(trainer, trainer.step, RunOptions(run_dir=data, total_images=4, quiet=True),
+                     config={"kind": "toy", "data": str(data)}, world=Distributed())
+    run = tmp_path / "run"  # a new folder becomes idinvert's: the run and its resume are accepted
+    assert run_training(trainer, trainer.step, RunOptions(run_dir=run, total_images=4, quiet=True),
+                        config={"kind": "toy"}, world=Distributed()).finished
+    assert (run / safety.MARKER).is_file()
+    os.remove(run / safety.MARKER)  # a run folder of an earlier version (no marker) still resumes
+    again = Counter()
+    outcome = run_training(again, again.step, RunOptions(run_dir=run, total_images=8, resume=True, quiet=True),
+                           config={"kind": "toy"}, world=Distributed())
+    assert outcome.finished and outcome.images_seen == 8
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_training_with_the_documented_status(tmp_path, signum, status):
+    trainer = Counter()
+
+    def step():
+        if trainer.images_seen == 2:
+            os.kill(os.getpid(), signum)
+        return trainer.step()
+
+    outcome = run_training(trainer, step, RunOptions(run_dir=tmp_path / "run", total_images=100, quiet=True),
+                           config={"kind": "toy"}, world=Distributed())
+    assert outcome.by_signal and not outcome.finished and outcome.exit_status == status
+
+
+# --- full disks and long names ---------------------------------------------------------------------------------
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    def full(*_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OutputError, match="No space left"):
+        with atomic_path(tmp_path / "codes.npy") as tmp:
+            tmp.write_bytes(b"half")
+            full()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OutputError, match="No space left"):
+        with StagedOutput(tmp_path / "out") as stage:
+            stage.file("a.png").write_bytes(b"half")
+            full()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_name_of_250_characters_stages_beside_itself(tmp_path):
+    out = tmp_path / ("o" * 250)
+    with StagedOutput(out) as stage:
+        stage.file("a.txt").write_text("x")
+        assert len(stage.path.name) < 255
+    assert (out / "a.txt").read_text() == "x"
+    with atomic_path(tmp_path / ("f" * 250)) as tmp:
+        assert len(tmp.name) < 255
+        tmp.write_text("y")
+
+
+# --- decoding images -------------------------------------------------------------------------------------------
+def png16(path: Path, side: int) -> Path:
+    """A flat 16-bit grey PNG: 95 KB on disk for 7000 × 7000, 98 MB decoded."""
+    import struct
+    import zlib
+
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (1 + side * 2)
+    data = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_small_16_bit_png_decodes_within_a_bounded_memory(tmp_path):
+    """The 16-bit conversion runs a band of rows at a time: under a 1.3 GB address-space limit (the
+    float64 conversion of the whole image needed 1.6 GB at peak) the photo reads."""
+    path = png16(tmp_path / "big.png", 7000)
+    assert path.stat().st_size < 100_000
+    limit = int(1.3 * 1024**3)
+    code = f"from idinvert.images import read_image; print(tuple(read_image({str(path)!r}, 32).shape))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert result.returncode == 0 and "(3, 32, 32)" in result.stdout, result.stderr[-2000:]
+
+
+def test_concurrent_decodes_share_one_budget(tmp_path):
+    budget = images.DecodeBudget(limit=10_000_000)
+    path = png16(tmp_path / "p.png", 600)  # 0.36 MP: 4.7 MB of budget
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with budget.reserve(8_000_000, "another photo"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(10)
+    try:
+        with pytest.raises(images.DecodeBusy, match="try again"):
+            budget_wait = images.DECODE_WAIT_SECONDS
+            images.DECODE_WAIT_SECONDS = 0.05
+            try:
+                images.decode_image(path, budget=budget)
+            finally:
+                images.DECODE_WAIT_SECONDS = budget_wait
+    finally:
+        release.set()
+        thread.join()
+    assert images.decode_image(path, budget=budget).size == (600, 600) and budget.used == 0
+    with pytest.raises(ImageError, match="over the limit"):
+        images.decode_image(png16(tmp_path / "q.png", 1200), budget=budget)
