@@ -261,3 +261,40 @@ def test_concurrent_decodes_share_one_budget(tmp_path):
     assert images.decode_image(path, budget=budget).size == (600, 600) and budget.used == 0
     with pytest.raises(ImageError, match="over the limit"):
         images.decode_image(png16(tmp_path / "q.png", 1200), budget=budget)
+
+
+# --- names from files ------------------------------------------------------------------------------------------
+def _photo(path: Path, seed: int) -> Path:
+    from PIL import Image
+
+    array = (np.random.default_rng(seed).random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_tuning_an_invert_folder_checks_the_names_of_its_manifest(tiny_pack_dir, tmp_path):
+    """``invert --refine pti`` on a finished folder whose manifest names ``../esc_a``: refused before any
+    file is written (it wrote ../esc_a_pti.png and ../esc_a_tuned.safetensors)."""
+    from idinvert.engine.invert_folder import tune_folder
+    from idinvert.engine.refine import RefineConfig
+    from idinvert.pack import load_pack
+
+    out = tmp_path / "work" / "inv"
+    photos = [_photo(tmp_path / "a.png", 1), _photo(tmp_path / "b.png", 2)]
+    assert main(["invert", *map(str, photos), "--model", str(tiny_pack_dir), "--out", str(out), "--method",
+                 "encoder", "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["names"] = ["../esc_a", "b"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    before = sorted(p.name for p in (tmp_path / "work").iterdir())
+    with pytest.raises(Exception, match="not a plain file name") as exc:
+        tune_folder(out, load_pack(tiny_pack_dir), RefineConfig(steps=1), batch_size=2)
+    assert "\n" not in str(exc.value)
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == before
+
+
+def test_names_never_start_with_a_dash():
+    assert safety.safe_name("-rf") == "rf" and safety.safe_name("--") == "image" and safety.safe_name("a-") == "a-"
+    assert safety.unique_names(["-rf", "rf"]) == ["rf", "rf_2"]
+    with pytest.raises(Exception, match="not a plain file name"):
+        safety.check_names(["-rf"], "manifest.json")

@@ -128,8 +128,9 @@ MAX_NAME = 80  # characters of a name derived from input contents
 
 
 def safe_name(text: object, fallback: str = "image") -> str:
-    """A file-name stem from untrusted text: ``[A-Za-z0-9._-]`` only, no leading dot, at most MAX_NAME."""
-    name = re.sub(r"[^\w.-]+", "_", str(text)).strip("._")[:MAX_NAME].rstrip("._")
+    """A file-name stem from untrusted text: ``[A-Za-z0-9._-]`` only, no leading dot or dash (``-rf_ori.png``
+    would be an option to ``rm *``), at most MAX_NAME."""
+    name = re.sub(r"[^\w.-]+", "_", str(text)[:4 * MAX_NAME]).lstrip("._-").rstrip("._")[:MAX_NAME].rstrip("._")
     return name or fallback
 
 

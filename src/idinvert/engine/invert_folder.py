@@ -22,7 +22,6 @@ generator when it has one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -114,17 +113,19 @@ def tune_folder(folder: Path, pack, config: RefineConfig, *, batch_size: int, tu
     manifest that names them (atomically), then index.html and sheet.png with the new column. ``tune``
     replaces ``refine(images, codes, pack, config, batch_size=batch_size)`` (a progress bar, say).
     Returns None when the folder is already tuned with these settings."""
-    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    names = manifest["names"]
+    manifest, names, codes = read_codes(folder, pack)  # names pass the name check: files stay inside
     previous = manifest.get("refine")
-    if previous and previous.get("settings") == asdict(config) and previous.get("base"):
+    if isinstance(previous, dict) and previous.get("settings") == asdict(config) and previous.get("base"):
         return None
-    codes = torch.from_numpy(np.load(folder / CODES, allow_pickle=False)).float()
     originals = [folder / image_file(n, "ori") for n in names]
     if all(p.is_file() for p in originals):  # what was inverted (at the model's resolution)
         images = torch.stack([read_image(p, pack.resolution) for p in originals])
     else:  # --no-images: the inputs again
-        images = read_images([Path(p) for p in manifest["inputs"]], pack.resolution)
+        inputs = manifest.get("inputs")
+        if not isinstance(inputs, list) or len(inputs) != len(names) or not all(isinstance(p, str) for p in inputs):
+            raise ConfigError(f"{folder}/manifest.json: 'inputs' must list the {len(names)} input files; run "
+                              f"`idinvert invert` again")
+        images = read_images([Path(p) for p in inputs], pack.resolution)
     result = (tune or (lambda x, c: refine(x, c, pack, config, batch_size=batch_size)))(images, codes)
     manifest["refine"] = write_tuning(folder, names, result, images=manifest.get("images", True))
     write_manifest(folder, manifest)
@@ -216,7 +217,7 @@ def folder_tuning(folder: Path, manifest: dict, pack) -> TunedWeights | None:
     if not entry:
         return None
     files = entry.get("files") if isinstance(entry, dict) else None
-    names = manifest["names"]
+    names = check_names(manifest.get("names"), f"{folder}/manifest.json")
     if not isinstance(files, dict) or any(not (f is None or isinstance(f, str)) for f in files.values()):
         raise ConfigError(f"{folder}/manifest.json: 'refine.files' must map image names to files; "
                           f"run `idinvert invert --refine pti` again")
