@@ -298,3 +298,28 @@ def test_names_never_start_with_a_dash():
     assert safety.unique_names(["-rf", "rf"]) == ["rf", "rf_2"]
     with pytest.raises(Exception, match="not a plain file name"):
         safety.check_names(["-rf"], "manifest.json")
+
+
+# --- tuned weights ---------------------------------------------------------------------------------------------
+def test_damaged_tuned_files_are_blamed_on_themselves_in_one_line(tiny_pack_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    from idinvert.engine.tuned import TUNED_FORMAT, fingerprint, load_tuned, save_tuned, tunable_names
+    from idinvert.pack import load_pack
+
+    generator = load_pack(tiny_pack_dir).generator
+    name = tunable_names(generator)[0]
+    shape = dict(generator.named_parameters())[name].shape
+    good = tmp_path / "good.safetensors"
+    save_tuned(good, {name: torch.full(shape, 0.01)}, base=fingerprint(generator))
+    assert load_tuned([good], generator).changed().tolist() == [True]
+    cases = {"abc": ({name: torch.zeros(shape)}, "abc", "not an idinvert tuned-weights file"),
+             "nan": ({name: torch.full(shape, float("nan"))}, "1", "damaged"),
+             "int": ({name: torch.ones(shape, dtype=torch.int32)}, "1", "damaged")}
+    for label, (tensors, version, message) in cases.items():
+        path = tmp_path / f"{label}.safetensors"
+        save_file(tensors, str(path), metadata={"format": TUNED_FORMAT, "format_version": version,
+                                                "base": fingerprint(generator)})
+        with pytest.raises(CheckpointError, match=message) as exc:
+            load_tuned([path], generator)
+        assert "\n" not in str(exc.value) and str(path) in str(exc.value)

@@ -229,13 +229,19 @@ def load_tuned(paths: list[str | os.PathLike | None], generator: CodeGenerator) 
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
-        if meta.get("format") != TUNED_FORMAT or int(meta.get("format_version", "0")) > TUNED_VERSION:
-            raise CheckpointError(f"{path} is not an idinvert tuned-weights file (format {TUNED_FORMAT!r})")
+        version = meta.get("format_version", "0")
+        if meta.get("format") != TUNED_FORMAT or not version.isdigit() or int(version) > TUNED_VERSION:
+            raise CheckpointError(f"{path} is not an idinvert tuned-weights file (format {TUNED_FORMAT!r} "
+                                  f"version ≤ {TUNED_VERSION}, got {str(meta.get('format'))[:40]!r} "
+                                  f"version {version[:20]!r})")
         if meta.get("base") != expected:
             raise CheckpointError(f"{path} was tuned from another generator (fingerprint {meta.get('base')}, "
                                   f"this pack's is {expected}); use the pack it was made with")
         for k, v in state.items():
             if k not in base or tuple(v.shape) != tuple(base[k].shape):
-                raise CheckpointError(f"{path}: {k} {list(v.shape)} is not a tunable parameter of this generator")
+                raise CheckpointError(f"{path}: {k[:80]} {list(v.shape)} is not a tunable parameter of this generator")
+            if not v.is_floating_point() or not torch.isfinite(v).all():  # the file's fault, not the pack's
+                raise CheckpointError(f"{path}: {k} holds NaN/inf or non-float values; the tuned weights are damaged "
+                                      f"— run `idinvert invert --refine pti` again")
             tuned.deltas[k][i] = v.to(tuned.deltas[k])
     return tuned
