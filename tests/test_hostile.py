@@ -323,3 +323,21 @@ def test_damaged_tuned_files_are_blamed_on_themselves_in_one_line(tiny_pack_dir,
         with pytest.raises(CheckpointError, match=message) as exc:
             load_tuned([path], generator)
         assert "\n" not in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_a_full_disk_in_any_writer_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
+    """A writer outside the atomic helpers (here export-rosinality's) hitting ENOSPC: exit 2, one line."""
+    from conftest import shared_data
+
+    import idinvert.cli.convert as convert
+
+    snapshot = shared_data("stylegan2-fixtures", "sg2ada-tiny32.pkl")
+    assert main(["convert", "--stylegan2", str(snapshot), "--out", str(tmp_path / "pack"), "--quiet"]) == 0
+
+    def full(generator, path, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(convert, "save_rosinality", full)
+    assert main(["export-rosinality", str(tmp_path / "pack"), "--out", str(tmp_path / "g.pt"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("idinvert: error: cannot write") and "No space left" in err and "\n" not in err

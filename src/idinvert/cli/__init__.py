@@ -13,9 +13,11 @@ import signal
 import sys
 import threading
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 from ..errors import IdinvertError
+from ..fileio import write_failure
 from ..version import __version__
 from . import align, apps, attributes, compare, convert, demo, directions, edit, evaluate, invert, serve, train
 
@@ -63,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = args.run(args)
     except IdinvertError as exc:
         print(f"idinvert: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk or quota, a read-only or failing file system, in any writer
+        failure = write_failure(exc, Path(exc.filename or "the output"))
+        if failure is None:
+            raise
+        print(f"idinvert: error: {_one_line(failure)}", file=sys.stderr)
         return 2
     except Terminated:
         print("idinvert: terminated", file=sys.stderr)
