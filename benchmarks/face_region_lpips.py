@@ -25,7 +25,7 @@ from idinvert.attributes.predictor import crop_between, crop_square  # noqa: E40
 from idinvert.engine.inversion import InversionConfig, invert  # noqa: E402
 from idinvert.metrics.lpips import lpips_distance  # noqa: E402
 from idinvert.pack import load_pack  # noqa: E402
-from idinvert.training.data import ImageDataset  # noqa: E402
+from idinvert.datasets import ImageDataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

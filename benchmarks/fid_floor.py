@@ -32,7 +32,7 @@ from idinvert.metrics.fid import fid_from_features
 from idinvert.metrics.inception import inception_features
 from idinvert.metrics.kid import kid_from_features
 from idinvert.pack import load_pack
-from idinvert.training.data import ImageDataset
+from idinvert.datasets import ImageDataset
 
 
 def features_of_batches(batches, total: int) -> torch.Tensor:

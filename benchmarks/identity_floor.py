@@ -23,7 +23,7 @@ import torch
 from common import machine, write_report
 from idinvert.evaluation.imageset import load_image_set
 from idinvert.metrics.identity import cached_face_identity
-from idinvert.training.data import ImageDataset
+from idinvert.datasets import ImageDataset
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ from idinvert.metrics.kid import kid_from_features  # noqa: E402
 from idinvert.metrics.lpips import lpips_distance  # noqa: E402
 from idinvert.metrics.pixel import mse  # noqa: E402
 from idinvert.pack import load_pack  # noqa: E402
-from idinvert.training.data import ImageDataset  # noqa: E402
+from idinvert.datasets import ImageDataset  # noqa: E402
 
 EDITS = ("age", "gender", "smile")
 DISTANCE = 3.0

@@ -31,7 +31,7 @@ from idinvert.engine.inversion import InversionConfig, invert
 from idinvert.metrics.fid import FrechetInceptionDistance
 from idinvert.metrics.pixel import mse as per_image_mse
 from idinvert.pack import load_pack
-from idinvert.training.data import ImageDataset
+from idinvert.datasets import ImageDataset
 
 METHODS = (  # (row, inversion settings, which count applies)
     ("conventional encoder", InversionConfig(method="conventional"), "count"),

@@ -28,7 +28,7 @@ from PIL import Image
 
 from idinvert.attributes import load_predictor
 from idinvert.pack import load_pack
-from idinvert.training.data import ImageDataset
+from idinvert.datasets import ImageDataset
 
 
 def original_photos(tar_path: Path, names: list[str]) -> dict[str, Image.Image]:

@@ -24,7 +24,7 @@ from idinvert.attributes import load_predictor  # noqa: E402
 from idinvert.attributes.predictor import roc_auc  # noqa: E402
 from idinvert.attributes.train import dataset_targets  # noqa: E402
 from idinvert.pack import load_pack  # noqa: E402
-from idinvert.training.data import ImageDataset  # noqa: E402
+from idinvert.datasets import ImageDataset  # noqa: E402
 
 ATTRIBUTES = ("Smiling", "Male", "Eyeglasses", "Young", "Blond_Hair", "Mouth_Slightly_Open")
 

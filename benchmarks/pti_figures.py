@@ -45,7 +45,7 @@ from idinvert.engine.inversion import InversionConfig, invert  # noqa: E402
 from idinvert.metrics import lpips_distance  # noqa: E402
 from idinvert.pack import load_pack  # noqa: E402
 from idinvert.engine.refine import RefineConfig, refine  # noqa: E402
-from idinvert.training.data import ImageDataset  # noqa: E402
+from idinvert.datasets import ImageDataset  # noqa: E402
 from idinvert.engine.tuned import TunedWeights, save_tuned, synthesize_tuned  # noqa: E402
 
 

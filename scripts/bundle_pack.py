@@ -19,7 +19,7 @@ import torch
 
 from idinvert.align import utkface_framing
 from idinvert.pack import copy_pack, load_pack, update_pack
-from idinvert.training.data import ImageDataset
+from idinvert.datasets import ImageDataset
 
 PACKS = Path(__file__).resolve().parents[1] / "src" / "idinvert" / "packs"
 

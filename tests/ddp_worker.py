@@ -14,7 +14,7 @@ import torch
 
 from idinvert.config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
 from idinvert.networks import StyleGAN2Config, VGG16Features
-from idinvert.training.common import init_distributed
+from idinvert.parallel import init_distributed
 from idinvert.training.encoder import EncoderTrainConfig, EncoderTrainer
 from idinvert.training.gan import GANTrainConfig, GANTrainer
 from idinvert.training.gan2 import GAN2TrainConfig, GAN2Trainer

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_dcgan import ReferenceDCGAN, load_dcgan_generator_from  # noqa: E402
 
 from idinvert.config import DiscriminatorConfig, GeneratorConfig  # noqa: E402
-from idinvert.training.common import init_distributed  # noqa: E402
+from idinvert.parallel import init_distributed  # noqa: E402
 from idinvert.training.distill import STUDENT_ARCHS, DistillConfig, DistillTrainer, student_config  # noqa: E402
 
 torch.set_default_dtype(torch.float64)

@@ -17,7 +17,7 @@ from idinvert.cli import main
 from idinvert.boundaries import load_boundary
 from idinvert.errors import ConfigError
 from idinvert.pack import load_pack
-from idinvert.training.data import ImageDataset, prepare_dataset
+from idinvert.datasets import ImageDataset, prepare_dataset
 
 BINARY = ("Male", "Smiling")
 

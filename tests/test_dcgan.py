@@ -185,7 +185,7 @@ def test_mixing_single_row_codes_is_refused():
 
 
 def test_encoders_train_for_a_dcgan_pack_without_a_discriminator(dcgan_pack_dir, photos, tmp_path):
-    from idinvert.training.data import prepare_dataset
+    from idinvert.datasets import prepare_dataset
 
     data = tmp_path / "data"
     prepare_dataset(photos[0].parent, data, resolution=32)

@@ -26,7 +26,7 @@ from idinvert.metrics import (FrechetInceptionDistance, KernelInceptionDistance,
                               swd_from_images)
 from idinvert.networks import DomainGuidedEncoder
 from idinvert.pack import load_pack, update_pack
-from idinvert.training.data import prepare_dataset
+from idinvert.datasets import prepare_dataset
 
 HAS_DLIB = all(importlib.util.find_spec(m) is not None for m in ("dlib", "face_recognition_models"))
 

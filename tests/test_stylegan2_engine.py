@@ -170,7 +170,7 @@ def test_every_verb_runs_on_a_stylegan2_pack(sg2_pack_dir, photos, tmp_path):
 # --- encoder training ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def data32(photos, tmp_path_factory) -> Path:
-    from idinvert.training.data import prepare_dataset
+    from idinvert.datasets import prepare_dataset
 
     out = tmp_path_factory.mktemp("data") / "prepared"
     prepare_dataset(photos[0].parent, out, resolution=RES)

@@ -19,7 +19,8 @@ from PIL import Image
 from idinvert.cli import main
 from idinvert.errors import NonFiniteError
 from idinvert.pack import load_pack
-from idinvert.training.data import BatchSampler, ImageDataset, load_batch, prepare_dataset
+from idinvert.training.data import BatchSampler, load_batch
+from idinvert.datasets import ImageDataset, prepare_dataset
 
 HERE = Path(__file__).parent
 GAN_ARGS = ["--preset", "small64", "--resolution", "16", "--w-dim", "16", "--fmaps-base", "64", "--fmaps-max",
@@ -135,7 +136,7 @@ def test_nan_stops_without_touching_the_weights():
 
 def test_max_minutes_stops_a_run_that_checkpoints_more_often(tmp_path):
     """--max-minutes counts from the start of the chunk, not from the last periodic checkpoint."""
-    from idinvert.training.common import Distributed
+    from idinvert.parallel import Distributed
     from idinvert.training.runner import RunOptions, run_training
 
     class Toy:  # a trainer whose step takes 20 ms

@@ -21,7 +21,7 @@ import torch
 
 import idinvert.training.gan as gan
 from idinvert.config import DiscriminatorConfig, GeneratorConfig
-from idinvert.training.data import ImageDataset
+from idinvert.datasets import ImageDataset
 from idinvert.training.runner import RunOptions
 
 CONFIG = gan.GANTrainConfig(

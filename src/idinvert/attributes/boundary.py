@@ -77,7 +77,7 @@ def sample_codes(generator: CodeGenerator, n: int, *, psi: float, seed: int) -> 
 def fit_layer_svms(codes: np.ndarray, labels: np.ndarray, *, c: float, train_fraction: float,
                    seed: int) -> tuple[np.ndarray, list[float]]:
     """Unit normals ``[L, C]`` of per-layer linear SVMs, and their validation accuracies."""
-    from sklearn.svm import LinearSVC
+    from sklearn.svm import LinearSVC  # here: scikit-learn takes seconds to import, and only train-boundary uses it
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))

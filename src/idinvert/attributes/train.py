@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..training.common import Distributed, check_finite
-from ..training.data import BatchSampler, ImageDataset, seeded
+from ..parallel import Distributed
+from ..training.common import update
+from ..training.data import BatchSampler, seeded
+from ..datasets import ImageDataset
 from .predictor import AttributePredictor, PredictorConfig, PredictorReport, PredictorTargets, predictor_loss, roc_auc
 
 
@@ -102,10 +104,7 @@ class PredictorTrainer:
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.images_seen)
         losses = predictor_loss(self.model, x, targets)
-        check_finite(losses, self.step_index)
-        self.opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        self.opt.step()
+        update(self.opt, self.model.parameters(), losses["total"], losses, self.step_index, self.world)
         self.images_seen += b
         self.step_index += 1
         return {k: float(v.detach()) for k, v in losses.items()}

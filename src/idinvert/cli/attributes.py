@@ -21,8 +21,8 @@ from ..engine.invert_folder import read_codes
 from ..errors import ConfigError
 from ..fileio import write_json
 from ..pack import update_pack
-from ..training.common import init_distributed
-from ..training.data import ImageDataset
+from ..parallel import init_distributed
+from ..datasets import ImageDataset
 from ..training.runner import RunOptions, run_training
 from .common import add_device, add_model, add_quiet, info, open_pack
 

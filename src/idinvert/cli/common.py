@@ -21,8 +21,8 @@ from ..engine.tuned import TunedWeights, synthesize_tuned
 from ..errors import ConfigError, ImageError, NonFiniteError
 from ..images import expand_inputs, is_image_file, read_images, unique_names
 from ..pack import ModelPack, load_pack
+from ..parallel import resolve_device
 from ..safety import check_int, check_seed
-from ..training.common import resolve_device
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

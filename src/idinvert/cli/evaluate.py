@@ -23,8 +23,8 @@ from ..errors import ConfigError
 from ..evaluation.cache import FolderCache
 from ..evaluation.imageset import load_image_set
 from ..evaluation.outputs import figures, markdown
-from ..evaluation.suite import (METHOD_KINDS, SKIPPABLE, Evaluation, EvaluationConfig, json_ready,
-                                load_pack_boundaries, load_pack_directions)
+from ..evaluation.suite import (METHOD_KINDS, SKIPPABLE, Evaluation, EvaluationConfig, json_ready, load_pack_boundaries,
+                                load_pack_directions)
 from ..fileio import StagedOutput, atomic_path, check_output_dir, write_json, write_text
 from ..report import environment
 from ..safety import check_seed, mark_output_dir

@@ -14,8 +14,8 @@ from ..engine.invert_folder import tune_folder
 from ..fileio import check_output_dir
 from ..images import expand_inputs, unique_names
 from ..pack import load_pack
+from ..parallel import Distributed, init_distributed
 from ..safety import check_float, check_int, check_seed
-from ..training.common import Distributed, init_distributed
 from .common import add_device, add_model, add_quiet, batch_size_of, check_lr, device_of, info
 from .refining import REFINE_BATCH, add_refine_options, refine_config_of, run_refinement
 

@@ -16,9 +16,9 @@ from ..errors import CheckpointError, ConfigError
 from ..fileio import check_output_dir
 from ..networks import StyleGAN2Config
 from ..pack import check_pack_target, load_pack
+from ..parallel import init_distributed
 from ..safety import read_json
-from ..training.common import init_distributed
-from ..training.data import ImageDataset, prepare_dataset
+from ..datasets import ImageDataset, prepare_dataset
 from ..training.distill import STUDENT_ARCHS, DistillConfig, student_config
 from ..training.drivers import export_run, run_distill, run_encoder, run_gan
 from ..training.encoder import EncoderTrainConfig

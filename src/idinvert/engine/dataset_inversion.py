@@ -40,11 +40,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from .. import errors
 from ..errors import ConfigError, IdinvertError
 from ..fileio import StagedOutput, atomic_path, write_json
 from ..images import read_image, save_image
+from ..parallel import Distributed, StopRequest, broadcast_object, distributed_any
 from ..report import environment
-from ..training.common import Distributed, StopRequest
 from .inversion import InversionConfig, invert
 from .invert_folder import MANIFEST, code_arrays, image_file, write_manifest, write_report
 
@@ -306,7 +307,7 @@ def invert_dataset(pack, job: DatasetJob, *, model: dict, world: Distributed = D
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
-    stopped = _any(stopped, world)
+    stopped = distributed_any(stopped, world)  # also waits until every process has finished its batches
     outcome = DatasetOutcome(total=n, skipped=n - len(pending), inverted=inverted, finished=not stopped,
                              stopped=stopped, seconds=seconds)
     if not stopped and world.is_main:
@@ -325,21 +326,16 @@ def _kept_note(job: DatasetJob, work: ShardFolder) -> str:
 def _start(job: DatasetJob, work: ShardFolder, keys: list[str], world: Distributed) -> dict | None:
     """Check the settings against earlier work and find what is finished (the same answer on every
     process: the first decides and tells the others). None: the output already holds this run."""
-    answer: list = [None]
+    answer = None
     if world.is_main:
         try:
-            answer[0] = ("ok", _finished_before(job, work, keys))
+            answer = ("ok", _finished_before(job, work, keys))
         except IdinvertError as exc:
-            answer[0] = ("error", type(exc).__name__, str(exc))
-    if world.world_size > 1:
-        import torch.distributed as dist
-
-        dist.broadcast_object_list(answer, src=0)
-    if answer[0][0] == "error":
-        from .. import errors
-
-        raise getattr(errors, answer[0][1], ConfigError)(answer[0][2])
-    return answer[0][1]
+            answer = ("error", type(exc).__name__, str(exc))
+    answer = broadcast_object(answer, world)
+    if answer[0] == "error":
+        raise getattr(errors, answer[1], ConfigError)(answer[2])
+    return answer[1]
 
 
 def _finished_before(job: DatasetJob, work: ShardFolder, keys: list[str]) -> dict | None:
@@ -426,16 +422,6 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _any(flag: bool, world: Distributed) -> bool:
-    if world.world_size == 1:
-        return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([float(flag)], device=world.device)
-    dist.all_reduce(t)  # also waits until every process has finished its batches
-    return bool(t.item() > 0)
 
 
 # --- assembling the output ------------------------------------------------------------------------

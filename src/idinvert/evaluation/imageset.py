@@ -13,7 +13,7 @@ from PIL import Image
 from ..engine.invert_folder import folder_images, is_invert_dir
 from ..errors import ConfigError, ImageError
 from ..images import expand_inputs, pil_to_tensor, read_images, resize_square
-from ..training.data import ImageDataset, read_labels
+from ..datasets import ImageDataset, read_labels
 
 
 @dataclass

@@ -16,8 +16,8 @@ from torch import nn
 from ..config import GeneratorConfig
 from .base import NOISE_MODES, CodeGenerator
 from .derived import derived
-from .layers import (LRELU_SLOPE, BiasHolder, Blur, DenseLayer, WeightHolder, instance_norm,
-                     pixel_norm, upsample_conv, upsample_kernel)
+from .layers import (LRELU_SLOPE, Blur, DenseLayer, WeightHolder, instance_norm, pixel_norm, upsample_conv,
+                     upsample_kernel)
 
 
 class MappingNetwork(nn.Module):

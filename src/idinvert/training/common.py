@@ -1,109 +1,28 @@
-"""What every training run shares: data parallelism, checkpoints, stopping, EMA, progress.
+"""What every training run shares: the update step, checkpoints, EMA, R1, progress.
 
 Data parallelism: ``torchrun --nproc_per_node=K`` starts K processes; each computes the
 loss on its slice of the global batch and the gradients are averaged with an all-reduce
-(NCCL on GPUs, gloo on CPU) before every optimiser step, which is what PyTorch's
-DistributedDataParallel does, written out so that networks whose used layers change with the
-progressive-growing level need no "unused parameter" bookkeeping. Every random draw (data
+(NCCL on GPUs, gloo on CPU, ``parallel.all_reduce_gradients``) in every ``update``, which is what
+PyTorch's DistributedDataParallel does, written out so that networks whose used layers change with
+the progressive-growing level need no "unused parameter" bookkeeping. Every random draw (data
 order, flips, latents) comes from the global step, so K processes reproduce one process
 training on the same global batch.
 """
 
 from __future__ import annotations
 
-import atexit
 import math
-import os
-import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..errors import CheckpointError, NonFiniteError
 from ..fileio import atomic_path
 from ..formats.common import read_torch_file
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def local_slice(self, global_batch: int) -> slice:
-        if global_batch % self.world_size:
-            raise ValueError(f"batch size {global_batch} is not divisible by {self.world_size} processes")
-        per = global_batch // self.world_size
-        return slice(self.rank * per, (self.rank + 1) * per)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def init_distributed(device: str | torch.device | None = "auto") -> Distributed:
-    """Join the process group that ``torchrun`` describes in the environment (if any)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(device)
-    if world <= 1:
-        return Distributed(device=device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        # Without an explicit teardown, gloo's worker threads can still be joinable when the
-        # interpreter exits, and the process aborts ("terminate called without an active exception").
-        atexit.register(_leave_process_group)
-    return Distributed(rank=rank, world_size=world, device=device)
-
-
-def _leave_process_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def all_reduce_gradients(parameters: Iterable[nn.Parameter], world: Distributed) -> None:
-    """Average ``.grad`` over processes (parameters without a gradient are skipped on all ranks)."""
-    if world.world_size == 1:
-        return
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.flatten() for g in grads])
-    dist.all_reduce(flat)
-    flat /= world.world_size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-def broadcast_state(module: nn.Module, world: Distributed) -> None:
-    if world.world_size > 1:
-        for t in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(t.data, src=0)
-
-
-def global_mean(value: torch.Tensor, world: Distributed) -> torch.Tensor:
-    """A per-process mean averaged over processes (equal slices: the global-batch mean)."""
-    if world.world_size == 1:
-        return value
-    value = value.clone()
-    dist.all_reduce(value)
-    return value / world.world_size
+from ..parallel import Distributed, all_reduce_gradients
 
 
 def r1_penalty(real_scores: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
@@ -147,6 +66,17 @@ def check_finite(losses: dict[str, torch.Tensor], step: int) -> None:
     if bad:
         raise NonFiniteError(f"training diverged at step {step}: {', '.join(bad)} became NaN/inf; "
                              f"nothing was saved from this step — resume from the last checkpoint with a lower lr")
+
+
+def update(optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter], loss: torch.Tensor,
+           losses: dict[str, torch.Tensor], step: int, world: Distributed) -> None:
+    """One optimiser update of every trainer: refuse NaN/inf ``losses`` (nothing is changed then),
+    clear the gradients, backpropagate ``loss``, average the gradients over processes, step."""
+    check_finite(losses, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    all_reduce_gradients(parameters, world)
+    optimizer.step()
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -199,33 +129,6 @@ def restore_trainer(trainer, state: Any, source: str) -> None:
             raise CheckpointError(f"{source}: {counter} = {value} is not a count of this run; the file is damaged")
 
 
-class StopRequest:
-    """SIGINT/SIGTERM set a flag so that the loop can checkpoint and exit; a second Ctrl-C aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signum: int | None = None  # the signal that asked to stop (the exit status is 128 + it)
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopRequest":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.signum = self.signum or signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 class Throughput:
     """Images per second over the recent past (exponential average)."""
 
@@ -239,12 +142,3 @@ class Throughput:
         self.last = now
         self.rate = current if math.isnan(self.rate) else 0.9 * self.rate + 0.1 * current
         return self.rate
-
-
-def distributed_any(flag: bool, world: Distributed) -> bool:
-    """True on every rank if any rank's flag is set (so all ranks stop together)."""
-    if world.world_size == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=world.device)
-    dist.all_reduce(t)
-    return bool(t.item() > 0)

@@ -36,9 +36,10 @@ import torch.nn.functional as F
 
 from ..config import DiscriminatorConfig, GeneratorConfig
 from ..errors import ConfigError
+from ..metrics.lpips import load_lpips
 from ..networks import GENERATOR_KINDS, CodeGenerator, Discriminator, StyleGAN2Config
-from .common import (Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update,
-                     global_mean, r1_penalty)
+from ..parallel import Distributed, broadcast_state, global_mean
+from .common import ema_beta, ema_update, r1_penalty, update
 from .data import seeded
 from .gan import mix_styles
 
@@ -121,8 +122,6 @@ class DistillTrainer:
     phase, D; ``train_step(reals)`` runs one update (``reals`` only matter in the adversarial phase)."""
 
     def __init__(self, config: DistillConfig, teacher: CodeGenerator, world: Distributed | None = None) -> None:
-        from ..metrics.lpips import load_lpips
-
         s = config.student
         if (s.resolution, s.z_dim) != (teacher.resolution, teacher.z_dim):
             raise ConfigError(f"the student ({s.resolution} px, z {s.z_dim}) must match the teacher "
@@ -198,11 +197,7 @@ class DistillTrainer:
             terms["g_adv"] = F.softplus(-self.D(image)).mean()
             total = total + cfg.lambda_adv * terms["g_adv"]
         logged.update(terms)
-        check_finite(logged, self.step_index)
-        self.opt_S.zero_grad(set_to_none=True)
-        total.backward()
-        all_reduce_gradients(self.S.parameters(), self.world)
-        self.opt_S.step()
+        update(self.opt_S, self.S.parameters(), total, logged, self.step_index, self.world)
         self.S.update_w_avg(global_mean(wp.detach().mean(dim=0, keepdim=True), self.world), cfg.w_avg_beta)
         ema_update(self.Ss, self.S, ema_beta(batch, cfg.ema_kimg))
         self.images_seen += batch
@@ -224,11 +219,7 @@ class DistillTrainer:
             r1 = r1_penalty(real_scores, reals)
             loss = loss + r1 * cfg.r1_gamma / 2
             out["r1"] = r1.detach()
-        check_finite(out, self.step_index)
-        self.opt_D.zero_grad(set_to_none=True)
-        loss.backward()
-        all_reduce_gradients(self.D.parameters(), self.world)
-        self.opt_D.step()
+        update(self.opt_D, self.D.parameters(), loss, out, self.step_index, self.world)
         return out
 
     @torch.no_grad()

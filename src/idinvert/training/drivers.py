@@ -8,21 +8,22 @@ used before it ends.
 from __future__ import annotations
 
 import copy
-import math
+import dataclasses
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, from_dict
 from ..errors import CheckpointError
 from ..images import make_grid, save_image
 from ..networks import GENERATOR_KINDS, Discriminator, StyleGAN2Discriminator, StyleGAN2Generator
 from ..pack import ModelPack, copy_pack, load_pack, save_pack
+from ..parallel import Distributed
 from ..perceptual import default_perceptual_config
 from ..safety import read_json
-from .common import Distributed, load_checkpoint, restore_trainer
-from .data import BatchSampler, ImageDataset, ImageDatasets, load_batch
+from .common import load_checkpoint, restore_trainer
+from .data import BatchSampler, load_batch
+from ..datasets import ImageDataset, ImageDatasets
 from .distill import STUDENT_ARCHS, DistillConfig, DistillTrainer
 from .encoder import ConventionalTrainer, EncoderTrainConfig, EncoderTrainer
 from .gan import GANTrainConfig, GANTrainer, json_ready, train_gan
@@ -64,8 +65,6 @@ def run_gan(config: GANTrainConfig, data_dir: Path, options: RunOptions, *, worl
 
 
 def _asdict(config) -> dict:
-    import dataclasses
-
     return dataclasses.asdict(config)
 
 

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from ..config import EncoderConfig
 from ..errors import ConfigError
-from ..networks import Discriminator, DomainGuidedEncoder, CodeGenerator, VGG16Features
-from .common import Distributed, all_reduce_gradients, broadcast_state, check_finite, r1_penalty
+from ..networks import CodeGenerator, Discriminator, DomainGuidedEncoder, VGG16Features
+from ..parallel import Distributed, broadcast_state
+from .common import r1_penalty, update
 from .data import seeded
 
 
@@ -116,11 +117,7 @@ class EncoderTrainer:
         adv = F.softplus(-self.D(recon)).mean()
         loss_e = pix + self.lambda_vgg * vgg + cfg.lambda_adv * adv
         losses.update(pix=pix.detach(), vgg=(self.lambda_vgg * vgg).detach(), adv=adv.detach())
-        check_finite(losses, self.step_index)
-        self.opt_E.zero_grad(set_to_none=True)
-        loss_e.backward()
-        all_reduce_gradients(self.E.parameters(), self.world)
-        self.opt_E.step()
+        update(self.opt_E, self.E.parameters(), loss_e, losses, self.step_index, self.world)
 
         # D step on the same batch, the fake recomputed with the updated E.
         self.D.requires_grad_(True)
@@ -134,11 +131,7 @@ class EncoderTrainer:
             r1 = r1_penalty(real_scores, reals)
             loss_d = loss_d + r1 * (cfg.r1_gamma / 2)
             losses["r1"] = r1.detach()
-        check_finite(losses, self.step_index)
-        self.opt_D.zero_grad(set_to_none=True)
-        loss_d.backward()
-        all_reduce_gradients(self.D.parameters(), self.world)
-        self.opt_D.step()
+        update(self.opt_D, self.D.parameters(), loss_d, losses, self.step_index, self.world)
 
         self.images_seen += reals.shape[0] * self.world.world_size
         self.step_index += 1
@@ -184,11 +177,7 @@ class ConventionalTrainer:
             images = self.G.synthesize(codes)
         loss = (self.E(images) - codes).square().mean()
         losses = {"code_mse": loss.detach()}
-        check_finite(losses, self.step_index)
-        self.opt_E.zero_grad(set_to_none=True)
-        loss.backward()
-        all_reduce_gradients(self.E.parameters(), self.world)
-        self.opt_E.step()
+        update(self.opt_E, self.E.parameters(), loss, losses, self.step_index, self.world)
         self.images_seen += batch
         self.step_index += 1
         return {k: float(v) for k, v in losses.items()} | {"lr": lr}

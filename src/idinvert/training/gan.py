@@ -17,10 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DiscriminatorConfig, GeneratorConfig
+from ..images import make_grid, save_image
 from ..networks import Discriminator, StyleGANGenerator
-from .common import (Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update,
-                     gan_state, global_mean, load_gan_state, r1_penalty)
-from .data import seeded
+from ..parallel import Distributed, broadcast_state, global_mean
+from .common import ema_beta, ema_update, gan_state, load_gan_state, r1_penalty, update
+from .data import BatchSampler, load_batch, seeded
+from .runner import run_training
 
 
 @dataclass(frozen=True)
@@ -136,22 +138,14 @@ class GANTrainer:
             r1 = r1_penalty(real_scores, reals)
             loss_d = loss_d + r1 * (cfg.r1_gamma / 2) * cfg.r1_interval
             losses["r1"] = r1.detach()
-        self.opt_D.zero_grad(set_to_none=True)
-        loss_d.backward()
-        all_reduce_gradients(self.D.parameters(), self.world)
-        check_finite(losses, self.step_index)
-        self.opt_D.step()
+        update(self.opt_D, self.D.parameters(), loss_d, losses, self.step_index, self.world)
 
         # Generator: softplus(−D(G(z))).
         self.D.requires_grad_(False)
         fakes, wp = self._generate(z, z_mix, cutoff, lod)
         loss_g = F.softplus(-self.D(fakes, lod=lod)).mean()
         losses["g_loss"] = loss_g.detach()
-        check_finite(losses, self.step_index)
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_g.backward()
-        all_reduce_gradients(self.G.parameters(), self.world)
-        self.opt_G.step()
+        update(self.opt_G, self.G.parameters(), loss_g, losses, self.step_index, self.world)
         self.G.update_w_avg(global_mean(wp.detach().mean(dim=0, keepdim=True), self.world), cfg.w_avg_beta)
 
         ema_update(self.Gs, self.G, ema_beta(batch, cfg.ema_kimg))
@@ -178,11 +172,6 @@ def sample_grid(generator: StyleGANGenerator, z: torch.Tensor, lod: float, *, ps
 def train_gan(config: GANTrainConfig, dataset, options, *, world: Distributed | None = None,
               config_dict: dict | None = None):
     """Train from a prepared ``ImageDataset``; returns ``(trainer, RunOutcome)``."""
-    from ..config import to_dict
-    from ..images import make_grid, save_image
-    from .data import BatchSampler, load_batch
-    from .runner import run_training
-
     world = world or Distributed()
     if dataset.resolution != config.generator.resolution:
         raise ValueError(f"the dataset is prepared at {dataset.resolution}px but the generator makes "

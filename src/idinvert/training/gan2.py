@@ -26,12 +26,17 @@ import torch
 import torch.nn.functional as F
 
 from ..config import from_dict
+from ..datasets import ImageDataset
 from ..errors import ConfigError
+from ..images import make_grid, save_image
 from ..networks import StyleGAN2Config, StyleGAN2Discriminator, StyleGAN2Generator
-from .common import (Distributed, all_reduce_gradients, broadcast_state, check_finite, ema_beta, ema_update,
-                     gan_state, global_mean, load_gan_state, r1_penalty, restore_trainer)
-from .data import seeded
-from .gan import mix_styles
+from ..pack import save_pack
+from ..parallel import Distributed, broadcast_state, global_mean
+from ..perceptual import default_perceptual_config
+from .common import ema_beta, ema_update, gan_state, load_gan_state, r1_penalty, restore_trainer, update
+from .data import BatchSampler, load_batch, seeded
+from .gan import json_ready, mix_styles
+from .runner import run_training
 
 
 @dataclass(frozen=True)
@@ -144,23 +149,25 @@ class GAN2Trainer:
             fakes, _ = self._generate(z, z_mix, cutoff)
         loss_d = F.softplus(self.D(fakes)).mean() + F.softplus(-self.D(reals)).mean()
         losses["d_loss"] = loss_d.detach()
-        self._update(self.opt_D, self.D, loss_d, losses)
+        update(self.opt_D, self.D.parameters(), loss_d, losses, self.step_index, self.world)
         if cfg.r1_gamma > 0 and self.step_index % cfg.r1_interval == 0:
             x = reals.detach().requires_grad_(True)
             r1 = r1_penalty(self.D(x), x)
             losses["r1"] = r1.detach()
-            self._update(self.opt_D, self.D, r1 * (cfg.r1_gamma / 2) * cfg.r1_interval, losses)
+            update(self.opt_D, self.D.parameters(), r1 * (cfg.r1_gamma / 2) * cfg.r1_interval, losses,
+                   self.step_index, self.world)
 
         self.D.requires_grad_(False)
         self._reseed_noise(1)
         fakes, ws = self._generate(z, z_mix, cutoff)
         loss_g = F.softplus(-self.D(fakes)).mean()
         losses["g_loss"] = loss_g.detach()
-        self._update(self.opt_G, self.G, loss_g, losses)
+        update(self.opt_G, self.G.parameters(), loss_g, losses, self.step_index, self.world)
         if cfg.pl_weight > 0 and self.step_index % cfg.pl_interval == 0:
             penalty = self._path_length_penalty(batch)
             losses["pl"] = penalty.detach()
-            self._update(self.opt_G, self.G, penalty * cfg.pl_weight * cfg.pl_interval, losses)
+            update(self.opt_G, self.G.parameters(), penalty * cfg.pl_weight * cfg.pl_interval, losses,
+                   self.step_index, self.world)
         with torch.no_grad():
             w_avg = self.G.mapping.w_avg
             w_avg.copy_(global_mean(ws[:, 0].detach().mean(dim=0), self.world).lerp(w_avg, cfg.w_avg_beta))
@@ -169,14 +176,6 @@ class GAN2Trainer:
         self.images_seen += batch
         self.step_index += 1
         return {k: float(v) for k, v in losses.items()} | {"pl_mean": float(self.pl_mean)}
-
-    def _update(self, optimizer: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor,
-                losses: dict[str, torch.Tensor]) -> None:
-        check_finite(losses, self.step_index)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        all_reduce_gradients(net.parameters(), self.world)
-        optimizer.step()
 
     def _path_length_penalty(self, batch: int) -> torch.Tensor:
         """(‖J_wᵀ y‖ − a)², y ~ N(0, I)/√(H·W), on ``batch / pl_batch_shrink`` new samples (no mixing);
@@ -219,9 +218,6 @@ def gan2_config_from_dict(data: dict) -> GAN2TrainConfig:
 
 def save_gan2_pack(trainer: GAN2Trainer, folder: Path, *, name: str, overwrite: bool = True) -> Path:
     """The EMA generator and the discriminator as a StyleGAN2 pack (no encoder yet)."""
-    from ..pack import save_pack
-    from ..perceptual import default_perceptual_config
-
     return save_pack(folder, name=name, generator=copy.deepcopy(trainer.Gs).cpu().eval(),
                      discriminator=copy.deepcopy(trainer.D).cpu().eval(),
                      perceptual_config=default_perceptual_config("torchvision"), overwrite=overwrite)
@@ -231,11 +227,6 @@ def run_gan2(config: GAN2TrainConfig, data_dir: Path, options, *, world: Distrib
              name: str = "gan") -> tuple[GAN2Trainer, object]:
     """Train on a folder made by ``prepare-data``; the finished run's pack is ``RUN_DIR/pack``.
     Returns ``(trainer, RunOutcome)``."""
-    from ..images import make_grid, save_image
-    from .data import BatchSampler, ImageDataset, load_batch
-    from .gan import json_ready
-    from .runner import run_training
-
     world = world or Distributed()
     dataset = ImageDataset(data_dir)
     if dataset.resolution != config.network.resolution:

@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from ..errors import CheckpointError
 from ..fileio import write_json
+from ..parallel import Distributed, StopRequest, distributed_any
 from ..safety import claim_output_dir, mark_output_dir, read_json
-from .common import (Distributed, StopRequest, Throughput, distributed_any, load_checkpoint, restore_trainer,
-                     save_checkpoint)
+from .common import Throughput, load_checkpoint, restore_trainer, save_checkpoint
 
 
 class Trainer(Protocol):
