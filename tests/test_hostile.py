@@ -341,3 +341,24 @@ def test_a_full_disk_in_any_writer_is_one_line_on_the_command_line(tmp_path, mon
     assert main(["export-rosinality", str(tmp_path / "pack"), "--out", str(tmp_path / "g.pt"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("idinvert: error: cannot write") and "No space left" in err and "\n" not in err
+
+
+# --- evaluate --resume caches ----------------------------------------------------------------------------------
+def test_a_damaged_evaluation_cache_is_recomputed_and_a_linked_one_refused(tmp_path):
+    from idinvert.evaluation.cache import FolderCache
+
+    cache = FolderCache(tmp_path / "cache", reuse=True)
+    cache.store("recon", "f1", {"lpips": 0.25, "codes": torch.ones(2, 3)})
+    entry = cache.load("recon", "f1")
+    assert entry["lpips"] == 0.25 and torch.equal(entry["codes"], torch.ones(2, 3))
+    meta = tmp_path / "cache" / "recon.json"
+    for damage in ("[" * 100_000 + "]" * 100_000, '{"fingerprint": "f1", "value": [1, 2]}', '["f1"]',
+                   '{"fingerprint": "f1", "value": {}, "tensors": ["other"]}', '{"fingerprint": "f1", "value": {"a": 1'):
+        meta.write_text(damage)
+        assert cache.load("recon", "f1") is None  # recomputed, never a traceback
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "cache").symlink_to(outside)
+    with pytest.raises(OutputError, match="symbolic link"):
+        FolderCache(tmp_path / "out" / "cache", reuse=True)

@@ -19,7 +19,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import OutputError
 from ..fileio import atomic_path, write_json
+
+MAX_ENTRY_BYTES = 64 * 1024 * 1024  # a cache entry's JSON (numbers per image, never images)
 
 
 class Cache(Protocol):
@@ -52,6 +55,8 @@ class FolderCache:
     """
 
     def __init__(self, folder: Path, *, reuse: bool) -> None:
+        if folder.is_symlink():  # writes would land wherever it points
+            raise OutputError(f"{folder} is a symbolic link; remove it, idinvert keeps its cache in a real folder")
         self.folder, self.reuse = folder, reuse
 
     def _path(self, key: str, suffix: str) -> Path:
@@ -61,14 +66,19 @@ class FolderCache:
         meta_path = self._path(key, ".json")
         if not self.reuse or not meta_path.is_file():
             return None
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("fingerprint") != fingerprint:
+        try:  # bounded JSON (size; depth through RecursionError), a dict of plain values, tensors of numbers
+            if meta_path.stat().st_size > MAX_ENTRY_BYTES:
+                return None
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))  # NaN: a measure that had no value
+            if not isinstance(meta, dict) or meta.get("fingerprint") != fingerprint or not isinstance(meta.get("value"), dict):
                 return None
             value = dict(meta["value"])
             if meta.get("tensors"):
-                value.update(load_file(str(self._path(key, ".safetensors"))))
-        except (OSError, ValueError, KeyError, SafetensorError):
+                tensors = load_file(str(self._path(key, ".safetensors")))
+                if sorted(tensors) != meta["tensors"] or any(t.dtype.is_complex for t in tensors.values()):
+                    return None
+                value.update(tensors)
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, SafetensorError):
             return None  # a damaged entry is recomputed
         return value
 
