@@ -362,3 +362,15 @@ def test_a_damaged_evaluation_cache_is_recomputed_and_a_linked_one_refused(tmp_p
     (tmp_path / "out" / "cache").symlink_to(outside)
     with pytest.raises(OutputError, match="symbolic link"):
         FolderCache(tmp_path / "out" / "cache", reuse=True)
+
+
+# --- directions --add-to-pack ----------------------------------------------------------------------------------
+def test_directions_never_add_to_the_installed_pack(tmp_path, capsys):
+    from idinvert.pack import bundled_pack_dir
+
+    config = bundled_pack_dir() / "config.json"
+    before = config.read_bytes()
+    assert main(["directions", "--method", "sefa", "--model", "default", "--add-to-pack", "--out", str(tmp_path / "d"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "installed with idinvert" in err and "\n" not in err
+    assert config.read_bytes() == before and not (tmp_path / "d").exists()

@@ -17,7 +17,7 @@ from ..errors import ConfigError, NonFiniteError
 from ..evaluation.plots import labelled_grid
 from ..fileio import StagedOutput, check_output_dir
 from ..images import save_image
-from ..pack import ModelPack, update_pack
+from ..pack import ModelPack, bundled_pack_dir, update_pack
 from ..report import Report, environment, write_outputs
 from ..safety import check_int, check_seed
 from .common import add_device, add_model, add_quiet, info, open_pack, parse_pair, progress
@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     check_output_dir(args.out, inputs=[args.model])
     pack = open_pack(args)
+    if args.add_to_pack and pack.path is not None and bundled_pack_dir(pack.path.name).resolve() == pack.path.resolve():
+        raise ConfigError(f"--add-to-pack changes the pack, and {pack.name!r} is the one installed with idinvert; "
+                          f"copy its folder ({pack.path}) and pass the copy as --model")
     if args.layers is not None:
         pack.generator.require_layerwise("--layers")
     try:
