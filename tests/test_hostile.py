@@ -33,6 +33,7 @@ from idinvert.formats.stylegan2 import load_stylegan2
 from idinvert.training.common import Distributed, load_checkpoint
 from idinvert.training.runner import RunOptions, run_training
 
+from test_distill import teacher_dir  # noqa: F401 (a fixture)
 from test_stylegan2 import _Record, fake_persistence  # noqa: F401 (a fixture)
 
 
@@ -374,3 +375,73 @@ def test_directions_never_add_to_the_installed_pack(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "installed with idinvert" in err and "\n" not in err
     assert config.read_bytes() == before and not (tmp_path / "d").exists()
+
+
+# --- training run folders: --resume and export -----------------------------------------------------------------
+def _tamper(run: Path, variant: str) -> None:
+    ckpt, config = run / "checkpoint.pt", run / "train_config.json"
+    if variant == "empty":
+        ckpt.write_bytes(b"")
+    elif variant == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    elif variant == "text":
+        ckpt.write_text("not a checkpoint")
+    elif variant == "shared_pickle":
+        with_data_pkl(ckpt, shared_tuple_dict(40))
+    elif variant == "config_deep":
+        config.write_text("[" * 100_000 + "]" * 100_000)
+    elif variant == "config_list":
+        config.write_text("[1, 2]")
+    else:
+        state = torch.load(ckpt, weights_only=True)
+        trainer = state["trainer"]
+        if variant == "list":
+            state = [1, 2]
+        elif variant == "no_trainer":
+            del state["trainer"]
+        elif variant == "missing_part":
+            del trainer["S"]
+        elif variant == "wrong_shape":
+            key = next(k for k, v in trainer["S"].items() if v.ndim == 2)
+            trainer["S"][key] = torch.zeros(3, 3)
+        elif variant == "nan":
+            key = next(k for k, v in trainer["S"].items() if v.is_floating_point())
+            trainer["S"][key] = torch.full_like(trainer["S"][key], float("nan"))
+        elif variant == "optimiser":
+            slot = next(iter(trainer["opt_S"]["state"].values()))
+            slot["exp_avg"] = torch.zeros(7)
+        elif variant == "counter":
+            trainer["images_seen"] = "many"
+        torch.save(state, ckpt)
+
+
+RUN_VARIANTS = ["empty", "truncated", "text", "shared_pickle", "config_deep", "config_list", "list", "no_trainer",
+                "missing_part", "wrong_shape", "nan", "optimiser", "counter"]
+
+
+@pytest.fixture(scope="module")
+def distill_run(teacher_dir, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A distillation run stopped after its first step (with a checkpoint), and its command line."""
+    from test_distill import STUDENT
+
+    run = tmp_path_factory.mktemp("distill") / "run"
+    args = ["distill", "--teacher", str(teacher_dir), "--kimg", "0.04", "--lambda-lpips", "0", "--run-dir", str(run),
+            *STUDENT]
+    assert main([*args, "--max-minutes", "0"]) == 0
+    return run, args
+
+
+def test_resume_and_export_of_a_tampered_run_folder_are_one_line(distill_run, tmp_path, capsys):
+    run, args = distill_run
+    assert main(["export", str(run), "--out", str(tmp_path / "intact-pack"), "--quiet"]) == 0  # the untouched run
+    capsys.readouterr()
+    for variant in RUN_VARIANTS:
+        copy = tmp_path / variant
+        shutil.copytree(run, copy)
+        _tamper(copy, variant)
+        command = [a if a != str(run) else str(copy) for a in args]
+        for argv in ([*command, "--resume"], ["export", str(copy), "--out", str(tmp_path / f"{variant}-pack")]):
+            assert main(argv) == 2, (variant, argv[0])
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("idinvert: error:") and "\n" not in err, (variant, argv[0], err)
+            assert not (tmp_path / f"{variant}-pack").exists()
