@@ -602,3 +602,30 @@ def test_serve_prints_its_address_answers_there_and_cleans_up(tiny_pack_dir, tmp
         proc.wait(timeout=60)  # shutdown joins its threads (seconds each on a loaded 2-core machine)
     assert proc.returncode == 0 and "stopped" in proc.stderr.read()  # stopping is how a server ends
     assert not any(p.name.startswith("idinvert-serve-") for p in tmp_path.iterdir())  # its folder is deleted
+
+
+def test_cross_site_requests_cannot_change_the_editor(client):
+    """A page of another site could POST to the editor (a form or fetch with no-cors): the browser names
+    that page in Origin / Sec-Fetch-Site, and such requests change nothing (issue 27)."""
+    assert client.post("/api/session", headers={"Origin": "https://evil.example"}).status_code == 403
+    assert client.post("/api/session", headers={"Origin": "null"}).status_code == 403
+    assert client.post("/api/session", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    own = {"Host": "127.0.0.1:7860", "Origin": "http://127.0.0.1:7860", "Sec-Fetch-Site": "same-origin"}
+    sid = client.post("/api/session", headers=own).json["session"]
+    assert client.post(f"/api/session/{sid}/close", headers={"Origin": "http://localhost:7860",
+                                                              "Host": "127.0.0.1:7860"}).status_code == 403
+    assert client.get(f"/api/session/{sid}/status", headers={"Origin": "https://evil.example"}).status_code == 200
+    assert upload(client, new_session(client)).status_code == 200  # programs send neither header
+
+
+def test_an_upload_that_cannot_get_decode_memory_answers_503(client, monkeypatch):
+    from idinvert import images
+
+    budget = images.DecodeBudget(limit=10_000_000)
+    monkeypatch.setattr(images, "DECODE_BUDGET", budget)
+    monkeypatch.setattr(images, "DECODE_WAIT_SECONDS", 0.05)
+    sid = new_session(client)
+    with budget.reserve(9_900_000, "another upload"):  # another request is decoding a large photo
+        r = upload(client, sid, data=photo_bytes(size=(300, 300)))
+        assert r.status_code == 503 and "try again" in r.json["error"]
+    assert upload(client, sid, data=photo_bytes(size=(300, 300))).status_code == 200
