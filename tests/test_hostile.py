@@ -445,3 +445,86 @@ def test_resume_and_export_of_a_tampered_run_folder_are_one_line(distill_run, tm
             err = capsys.readouterr().err.strip()
             assert err.startswith("idinvert: error:") and "\n" not in err, (variant, argv[0], err)
             assert not (tmp_path / f"{variant}-pack").exists()
+
+
+# --- data-set shards -------------------------------------------------------------------------------------------
+def _npz_member_claiming(shape: tuple[int, ...]) -> bytes:
+    """An .npy member whose header claims ``shape`` of float32 but holds 16 bytes."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + b"\0" * 16
+
+
+def _tamper_shard(shard: Path, variant: str) -> None:
+    if variant == "empty":
+        shard.write_bytes(b"")
+    elif variant == "truncated":
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    elif variant == "huge_header":  # 'codes' claims 20 GiB
+        with zipfile.ZipFile(shard) as src:
+            members = {m.filename: src.read(m) for m in src.infolist()}
+        members["codes.npy"] = _npz_member_claiming((5_000_000, 8, 128))
+        with zipfile.ZipFile(shard, "w", zipfile.ZIP_STORED) as dst:
+            for name, data in members.items():
+                dst.writestr(name, data)
+    else:
+        with np.load(shard) as data:
+            arrays = {k: data[k] for k in data.files}
+        if variant == "nan":
+            arrays["codes"] = np.full_like(arrays["codes"], np.nan)
+        elif variant == "shape":
+            arrays["codes"] = arrays["codes"][:, :3]
+        elif variant == "strings":
+            arrays["codes"] = np.full(arrays["codes"].shape, "x")
+        elif variant == "no_codes":
+            del arrays["codes"]
+        elif variant == "keys":
+            arrays["keys"] = np.array([[1.0]])
+        with open(shard, "wb") as f:
+            np.savez(f, **arrays)
+
+
+@pytest.mark.parametrize("variant", ["empty", "truncated", "huge_header", "nan", "shape", "strings", "no_codes",
+                                     "keys"])
+def test_a_tampered_shard_is_inverted_again_never_published(tiny_pack_dir, tmp_path, variant):
+    from idinvert.engine.dataset_inversion import DatasetJob, invert_dataset, resolve_lambda_vgg
+    from idinvert.engine.inversion import InversionConfig
+    from idinvert.pack import load_pack
+
+    pack = load_pack(tiny_pack_dir)
+    paths = [_photo(tmp_path / f"p{i}.png", i) for i in range(3)]
+
+    def job(out: Path) -> DatasetJob:
+        return DatasetJob(sources=paths, names=[p.stem for p in paths], out=out,
+                          config=resolve_lambda_vgg(InversionConfig(method="encoder"), pack), batch_size=2)
+
+    assert invert_dataset(pack, job(tmp_path / "ref"), model=pack.identity()).finished
+    partial = job(tmp_path / "out")
+    assert invert_dataset(pack, partial, model=pack.identity(), stop=lambda: True).stopped
+    (shard,) = partial.work.glob("shards/*.npz")
+    _tamper_shard(shard, variant)
+    outcome = invert_dataset(pack, partial, model=pack.identity())
+    assert outcome.finished and outcome.inverted == 3  # the tampered batch was done again
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "codes.npy"), np.load(tmp_path / "ref" / "codes.npy"))
+
+
+def test_linked_or_unreadable_work_folders_are_one_line(tiny_pack_dir, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        _photo(photos / f"p{i}.png", i)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = ["invert", str(photos), "--model", str(tiny_pack_dir), "--method", "encoder", "--quiet"]
+    (tmp_path / ".a.partial").symlink_to(elsewhere)  # the whole work folder
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    (tmp_path / ".b.partial").mkdir()
+    (tmp_path / ".b.partial" / "shards").symlink_to(elsewhere)  # its shards/
+    assert main([*args, "--out", str(tmp_path / "b")]) == 2
+    (tmp_path / ".c.partial").mkdir()  # unfinished work whose settings.json nests past the recursion limit
+    (tmp_path / ".c.partial" / "settings.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert main([*args, "--out", str(tmp_path / "c")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("idinvert: error:") for line in lines), lines
+    assert "symbolic link" in lines[0] and "symbolic link" in lines[1] and "settings.json" in lines[2]
+    assert list(elsewhere.iterdir()) == []

@@ -342,6 +342,46 @@ def load_npy(path: Path, what: str | None = None, *, error: type[IdinvertError] 
         raise error(f"{what}: not a readable .npy file ({str(exc)[:100]})") from None
 
 
+def load_npz(path: Path, what: str | None = None, *, error: type[IdinvertError] = ConfigError,
+             max_bytes: int = MAX_NPY_BYTES, kinds: str = "biufU") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (``np.savez``), each header checked as ``load_npy`` checks one —
+    a dtype of ``kinds`` (never objects), a size within ``max_bytes`` in all and within the member's
+    data — before anything is allocated; a truncated, empty or foreign file is one line."""
+    import zipfile
+
+    what = what or str(path)
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if not members or len(members) > 1000:
+                raise error(f"{what}: not an .npz file of arrays ({len(members)} members)")
+            for member in members:
+                if not member.filename.endswith(".npy") or member.compress_type != zipfile.ZIP_STORED:
+                    raise error(f"{what}: {member.filename[:60]!r} is not an array np.savez writes")
+                with archive.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version not in ((1, 0), (2, 0), (3, 0)):
+                        raise error(f"{what}: unsupported .npy version {version} in {member.filename[:60]}")
+                    shape, _, dtype = _read_header(f, version)
+                    offset = f.tell()
+                if dtype.kind not in kinds or dtype.hasobject:
+                    raise error(f"{what}: {member.filename[:60]} is an array of dtype {dtype}; expected numbers "
+                                f"or text")
+                nbytes = math.prod(shape) * dtype.itemsize
+                total += nbytes
+                if total > max_bytes or nbytes > member.file_size - offset:
+                    raise error(f"{what}: {member.filename[:60]} claims {list(shape)[:4]} of {dtype} "
+                                f"({nbytes:,} bytes) but holds {member.file_size - offset:,}; the file is "
+                                f"truncated or crafted")
+            return {m.filename[:-4]: np.load(archive.open(m), allow_pickle=False) for m in members}
+    except IdinvertError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, SyntaxError, TypeError, KeyError) as exc:
+        text = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
+        raise error(f"{what}: not a readable .npz file ({text})") from None
+
+
 # --- pickles from files ---------------------------------------------------------------------------
 #
 # Every pickle idinvert reads (NVIDIA snapshots, object .npy boundaries, the numpy pickles of asset

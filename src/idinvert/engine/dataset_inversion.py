@@ -40,16 +40,19 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .. import errors
+from .. import errors, safety
 from ..errors import ConfigError, IdinvertError
 from ..fileio import StagedOutput, atomic_path, write_json
 from ..images import read_image, save_image
 from ..parallel import Distributed, StopRequest, broadcast_object, distributed_any
 from ..report import environment
+from ..safety import read_json
 from .inversion import InversionConfig, invert
 from .invert_folder import MANIFEST, code_arrays, image_file, write_manifest, write_report
 
 SETTINGS_VERSION = 1
+MAX_SETTINGS_BYTES = 1024 * 1024  # settings.json: a few hundred bytes
+MAX_SHARD_BYTES = 1024**3  # one batch's arrays (keys, codes, losses)
 
 
 class Prefetcher:
@@ -196,18 +199,27 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 class ShardFolder:
     """The work folder: settings, one ``.npz`` shard per finished batch, the batches' PNGs."""
 
-    def __init__(self, path: Path, settings: dict) -> None:
-        self.path, self.settings = path, settings
+    def __init__(self, path: Path, settings: dict, code_shape: tuple[int, int] | None = None) -> None:
+        self.path, self.settings, self.code_shape = path, settings, code_shape
         self.shards = path / "shards"
+
+    def check_not_linked(self) -> None:
+        """The work folder and its shards/ are real folders: a symbolic link would send the writes (and
+        the files left behind) wherever it points."""
+        for folder in (self.path, self.shards):
+            if folder.is_symlink():
+                raise ConfigError(f"{folder} is a symbolic link; idinvert keeps its work in a real folder: remove "
+                                  f"the link or choose another --out")
 
     def exists(self) -> bool:
         return (self.path / "settings.json").is_file()
 
     def stored_settings(self) -> dict | None:
         try:
-            return json.loads((self.path / "settings.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            stored = read_json(self.path / "settings.json", max_bytes=MAX_SETTINGS_BYTES)
+        except IdinvertError:  # unreadable, too large or nested too deeply
             return None
+        return stored if isinstance(stored, dict) else None
 
     def check_settings(self) -> None:
         stored = self.stored_settings()
@@ -228,16 +240,43 @@ class ShardFolder:
     def shard_files(self) -> list[Path]:
         return sorted(self.shards.glob("*.npz")) if self.shards.is_dir() else []
 
+    def read(self, shard: Path) -> dict[str, np.ndarray] | None:
+        """A shard's arrays when it is whole and fits this run, else None. Shards are written atomically,
+        so a damaged one was changed by hand (truncated, emptied, other shapes or types, NaN codes, a
+        header claiming gigabytes): its images are inverted again rather than published."""
+        try:
+            arrays = safety.load_npz(shard, max_bytes=MAX_SHARD_BYTES)
+        except IdinvertError:
+            return None
+        keys = arrays.get("keys")
+        if keys is None or keys.dtype.kind != "U" or keys.ndim != 1 or not len(keys):
+            return None
+        b = len(keys)
+        shape = (b, *self.code_shape) if self.code_shape is not None else None
+        for name in ("codes", "encoder_codes"):
+            a = arrays.get(name)
+            if a is None and name == "encoder_codes":
+                continue
+            if a is None or a.dtype.kind != "f" or a.ndim != 3 or len(a) != b or (shape and a.shape != shape) \
+                    or not np.isfinite(a).all():
+                return None
+        steps, seconds = arrays.get("steps_run"), arrays.get("seconds")
+        if steps is None or steps.dtype.kind not in "iu" or steps.shape != (b,) or (steps < 0).any():
+            return None
+        if seconds is None or seconds.dtype.kind != "f" or seconds.shape != () or not 0 <= seconds < 1e9:
+            return None
+        if any(k.startswith("loss_") and (v.dtype.kind != "f" or v.shape != (b,)) for k, v in arrays.items()):
+            return None
+        return arrays
+
     def finished(self) -> dict[str, tuple[Path, int]]:
-        """key → (shard, row) for every image with a readable shard."""
+        """key → (shard, row) for every image with a whole shard (``read``)."""
         done = {}
         for shard in self.shard_files():
-            try:
-                with np.load(shard, allow_pickle=False) as data:
-                    keys = data["keys"].tolist()
-            except (OSError, ValueError, KeyError):
-                continue  # a damaged shard (written atomically, so only by hand): its images are redone
-            for row, key in enumerate(keys):
+            arrays = self.read(shard)
+            if arrays is None:
+                continue
+            for row, key in enumerate(arrays["keys"].tolist()):
                 done[key] = (shard, row)
         return done
 
@@ -277,7 +316,7 @@ def invert_dataset(pack, job: DatasetJob, *, model: dict, world: Distributed = D
     n = len(job.sources)
     keys = image_keys(job.sources, job.names)
     settings = json.loads(json.dumps(job_settings(job, pack, model)))  # as stored: tuples become lists
-    work = ShardFolder(job.work, settings)
+    work = ShardFolder(job.work, settings, pack.code_shape)
     finished = _start(job, work, keys, world)
     if finished is None:  # the output folder already holds this exact run
         log(f"{job.out} already holds these {n} images inverted with these settings; nothing to do")
@@ -339,6 +378,7 @@ def _start(job: DatasetJob, work: ShardFolder, keys: list[str], world: Distribut
 
 
 def _finished_before(job: DatasetJob, work: ShardFolder, keys: list[str]) -> dict | None:
+    work.check_not_linked()
     if work.exists():
         work.check_settings()
         return work.finished()
@@ -359,9 +399,10 @@ def _finished_before(job: DatasetJob, work: ShardFolder, keys: list[str]) -> dic
 
 def _read_manifest(folder: Path) -> dict:
     try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_json(folder / MANIFEST) if (folder / MANIFEST).is_file() else {}
+    except IdinvertError:  # unreadable or nested too deeply: not this run's
         return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _invert_and_write(pack, job: DatasetJob, work: ShardFolder, keys: list[str], indices: list[int],
@@ -439,7 +480,8 @@ def _assemble(pack, job: DatasetJob, work: ShardFolder, keys: list[str], model: 
         if job.images:
             for name in job.names:  # linked, not moved: a failed publish leaves the work folder whole
                 for kind in ("ori", "enc", "inv"):
-                    if (work.path / image_file(name, kind)).is_file():
+                    made = work.path / image_file(name, kind)
+                    if made.is_file() and not made.is_symlink():  # a link would publish what it points to
                         _link(work.path / image_file(name, kind), stage.path / image_file(name, kind))
             write_report(stage.path, job.names)
     shutil.rmtree(work.path, ignore_errors=True)
@@ -461,14 +503,17 @@ def _write_codes(pack, job: DatasetJob, work: ShardFolder, keys: list[str], mode
     for i, key in enumerate(keys):
         shard, row = where[key]
         rows_of.setdefault(shard, []).append((i, row))
-    with np.load(next(iter(rows_of)), allow_pickle=False) as first:  # encoder codes: all shards or none
-        kinds = [k for k in ("codes", "encoder_codes") if k in first.files]
+    shards = {}
+    for shard in rows_of:  # checked again: a shard changed since it was counted is not published
+        shards[shard] = work.read(shard)
+        if shards[shard] is None:
+            raise IdinvertError(f"{shard} is damaged or was changed; delete it and run the same command again")
+    kinds = [k for k in ("codes", "encoder_codes") if k in shards[next(iter(rows_of))]]  # all shards or none
     maps = code_arrays(folder, kinds, n, (layers, width))
     losses: list[dict] = [{} for _ in range(n)]
     steps_run, seconds = [0] * n, 0.0
     for shard, pairs in rows_of.items():
-        with np.load(shard, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays = shards.pop(shard)
         seconds += float(arrays["seconds"]) * len(pairs) / len(arrays["keys"])
         for i, row in pairs:
             for k, m in maps.items():
