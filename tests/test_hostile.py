@@ -528,3 +528,26 @@ def test_linked_or_unreadable_work_folders_are_one_line(tiny_pack_dir, tmp_path,
     assert len(lines) == 3 and all(line.startswith("idinvert: error:") for line in lines), lines
     assert "symbolic link" in lines[0] and "symbolic link" in lines[1] and "settings.json" in lines[2]
     assert list(elsewhere.iterdir()) == []
+
+
+def test_sigterm_stops_a_data_set_inversion_with_status_143(tiny_pack_dir, tmp_path):
+    """invert keeps its finished batches on SIGTERM like on Ctrl-C, and exits 143 as documented (it was 130)."""
+    import time
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):
+        _photo(photos / f"p{i}.png", i)
+    work = tmp_path / ".out.partial"
+    command = [sys.executable, "-m", "idinvert", "invert", str(photos), "--model", str(tiny_pack_dir), "--steps", "20",
+               "--batch-size", "1", "--out", str(tmp_path / "out"), "--quiet"]
+    process = subprocess.Popen(command, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(work.glob("shards/*.npz")):
+        assert process.poll() is None and time.monotonic() < deadline, "no shard before the run ended"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert list(work.glob("shards/*.npz")) and not (tmp_path / "out").exists()

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if outcome.stopped:
         say(f"stopped after the current batch; the finished images are kept in {job.work}: run the same "
             f"command again to continue")
-        return 130
+        return outcome.exit_status  # 130 after Ctrl-C, 143 after SIGTERM (as every verb)
     if outcome.inverted or world.world_size > 1:
         say(f"inverted {outcome.total} image(s) ({outcome.inverted} in this run, {outcome.seconds:.1f} s"
             f"{f', {world.world_size} processes' if world.world_size > 1 else ''}) → {args.out}/"

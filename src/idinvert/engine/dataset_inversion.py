@@ -31,6 +31,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -147,6 +148,7 @@ class DatasetOutcome:
     finished: bool  # every image is done (and, on the first process, the output is written)
     stopped: bool = False  # a stop request ended the run early
     seconds: float = 0.0
+    exit_status: int = 0  # for the command line when stopped: 130 after Ctrl-C, 143 after SIGTERM
     manifest: dict = field(default_factory=dict)
 
 
@@ -348,7 +350,8 @@ def invert_dataset(pack, job: DatasetJob, *, model: dict, world: Distributed = D
     seconds = time.perf_counter() - start
     stopped = distributed_any(stopped, world)  # also waits until every process has finished its batches
     outcome = DatasetOutcome(total=n, skipped=n - len(pending), inverted=inverted, finished=not stopped,
-                             stopped=stopped, seconds=seconds)
+                             stopped=stopped, seconds=seconds,
+                             exit_status=128 + (signals.signum or signal.SIGTERM) if stopped else 0)
     if not stopped and world.is_main:
         outcome.manifest = _assemble(pack, job, work, keys, model, world.world_size)
     return outcome
