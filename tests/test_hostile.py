@@ -551,3 +551,35 @@ def test_sigterm_stops_a_data_set_inversion_with_status_143(tiny_pack_dir, tmp_p
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err
     assert list(work.glob("shards/*.npz")) and not (tmp_path / "out").exists()
+
+
+# --- train-boundary --out: the output rule for files -----------------------------------------------------------
+def test_train_boundary_out_replaces_only_a_boundary_and_never_an_input(tiny_pack_dir, tmp_path, capsys):
+    """--out inv/codes.npy emptied the invert folder it read; --out notes.txt replaced the user's notes."""
+    from idinvert.boundaries import save_boundary
+
+    inv = tmp_path / "inv"
+    photos = [_photo(tmp_path / f"p{i}.png", i) for i in range(4)]
+    assert main(["invert", *map(str, photos), "--model", str(tiny_pack_dir), "--out", str(inv), "--method",
+                 "encoder", "--no-images", "--quiet"]) == 0
+    codes = (inv / "codes.npy").read_bytes()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.zeros(3))
+    base = ["train-boundary", "--model", str(tiny_pack_dir), "--attribute", "smile", "--codes", str(inv), "--out"]
+    capsys.readouterr()
+    for out, message in ((inv / "codes.npy", "input"), (notes, "must end in .npy"), (plain, "did not write"),
+                         (tmp_path / "folder.npy", "not a plain file")):
+        if message == "not a plain file":
+            out.mkdir()
+        assert main([*base, str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    assert (inv / "codes.npy").read_bytes() == codes and notes.read_text() == "my notes"
+    assert np.array_equal(np.load(plain), np.zeros(3))
+    earlier = save_boundary(tmp_path / "earlier.npy", np.ones((1, 8, 32), np.float32))
+    from idinvert.boundaries import is_boundary_file
+    from idinvert.safety import claim_output_file
+
+    assert claim_output_file(earlier, inputs=[inv], suffix=".npy", ours=is_boundary_file) == earlier

@@ -119,6 +119,17 @@ def _read_npy(path: Path) -> Any:
     return content
 
 
+def is_boundary_file(path: Path) -> bool:
+    """Whether ``path`` holds a boundary in the official dict format (what ``save_boundary`` writes), so
+    that an output may replace it."""
+    try:
+        content = _read_npy(path)
+    except BoundaryError:
+        return False
+    return isinstance(content, dict) and isinstance(content.get("boundary"), np.ndarray) \
+        and isinstance(content.get("meta_data"), dict)
+
+
 def load_boundary(path: str | os.PathLike, code_shape: tuple[int, int]) -> Boundary:
     """Read a boundary ``.npy`` (official dict, ``[1, C]`` or ``[1, L, C]``) for codes ``[L, C]``.
 

@@ -116,6 +116,30 @@ def claim_output_dir(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLi
     return out
 
 
+def claim_output_file(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (),
+                      what: str = "--out", suffix: str | None = None, ours=None) -> Path:
+    """The output-folder rule for a verb whose output is one file: never an input or inside one, of the
+    verb's own kind (``suffix``), and an existing file is replaced only when ``ours(path)`` recognises it
+    as what idinvert writes there; checked before any work. Returns it as a ``Path``."""
+    out = Path(out)
+    if suffix is not None and out.suffix.lower() != suffix:
+        raise OutputError(f"{what} {out}: the file must end in {suffix}; choose another {what}")
+    target = out.resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        source = Path(item).resolve()
+        if source == target or source in target.parents:
+            raise OutputError(f"{what} {out} is (inside) an input ({item}); write it somewhere else")
+    if out.is_symlink() or (out.exists() and not out.is_file()):
+        raise OutputError(f"{what} {out} exists and is not a plain file; choose another {what}")
+    if out.exists() and (ours is None or not ours(out)):
+        raise OutputError(f"{what} {out} is a file idinvert did not write; idinvert replaces only its own "
+                          f"files: delete it or choose another {what}")
+    check_writable(out.parent, what)
+    return out
+
+
 def mark_output_dir(folder: Path) -> None:
     """Write the marker that lets a later run replace this folder's files."""
     (folder / MARKER).write_text("written by idinvert; its files may be replaced by a later idinvert run\n",

@@ -16,13 +16,14 @@ from ..attributes import (boundary_sign, load_predictor, pack_boundaries, predic
 from ..attributes.boundary import BoundaryConfig, train_boundary
 from ..attributes.predictor import PredictorConfig
 from ..attributes.train import PredictorTrainConfig, PredictorTrainer, evaluate_predictor
-from ..boundaries import load_boundary, parse_layers, save_boundary
+from ..boundaries import is_boundary_file, load_boundary, parse_layers, save_boundary
 from ..engine.invert_folder import read_codes
 from ..errors import ConfigError
 from ..fileio import write_json
 from ..pack import update_pack
 from ..parallel import init_distributed
 from ..datasets import ImageDataset
+from ..safety import claim_output_file
 from ..training.runner import RunOptions, run_training
 from .common import add_device, add_model, add_quiet, info, open_pack
 
@@ -90,7 +91,7 @@ def run_train_predictor(args: argparse.Namespace) -> int:
     outcome = run_training(trainer, trainer.train_step, options, config=record, world=world)
     if not outcome.finished:
         info(args, "predictor training stopped with a checkpoint; continue with --resume")
-        return 130 if outcome.by_signal else 0
+        return outcome.exit_status  # 130 after Ctrl-C, 143 after SIGTERM
     model = trainer.model.eval()
     report = {"trained_on": [str(d) for d in args.data], "images_seen": outcome.images_seen,
               "seconds": round(outcome.seconds, 1)}
@@ -116,6 +117,8 @@ def _finite(value):
 
 
 def run_train_boundary(args: argparse.Namespace) -> int:
+    if args.out is not None:  # a new file, or a boundary written before; never an input or inside one
+        claim_output_file(args.out, inputs=[args.codes, args.model], suffix=".npy", ours=is_boundary_file)
     pack = open_pack(args)
     predictor = load_predictor(pack)
     output = predictor_output(args.attribute, predictor)
