@@ -583,3 +583,11 @@ def test_train_boundary_out_replaces_only_a_boundary_and_never_an_input(tiny_pac
     from idinvert.safety import claim_output_file
 
     assert claim_output_file(earlier, inputs=[inv], suffix=".npy", ours=is_boundary_file) == earlier
+
+
+def test_a_250_character_out_inverts_with_a_short_work_folder(tiny_pack_dir, tmp_path):
+    out = tmp_path / ("o" * 250)
+    photo = _photo(tmp_path / "p.png", 0)
+    assert main(["invert", str(photo), "--model", str(tiny_pack_dir), "--out", str(out), "--method", "encoder",
+                 "--quiet"]) == 0
+    assert (out / "codes.npy").is_file() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -136,8 +136,13 @@ class DatasetJob:
 
     @property
     def work(self) -> Path:
+        """``.<out>.partial`` beside the output; for names over 200 characters, their first 100 and a
+        digest, so that the work folder's name stays under the file systems' 255 bytes."""
         out = self.out.resolve()
-        return out.parent / f".{out.name}.partial"
+        name = out.name
+        if len(name.encode()) > 200:
+            name = f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:12]}"
+        return out.parent / f".{name}.partial"
 
 
 @dataclass
