@@ -40,7 +40,7 @@ from idinvert.evaluation.codes import boundary_layers  # noqa: E402
 from idinvert.evaluation.plots import labelled_grid  # noqa: E402
 from idinvert.evaluation.reconstruction import available_pair_metrics  # noqa: E402
 from idinvert.evaluation.refinement import pti_comparison, pti_markdown  # noqa: E402
-from idinvert.evaluation.suite import boundary_output, load_pack_boundaries  # noqa: E402
+from idinvert.evaluation.suite import boundary_output  # noqa: E402
 from idinvert.engine.inversion import InversionConfig, invert  # noqa: E402
 from idinvert.metrics import lpips_distance  # noqa: E402
 from idinvert.pack import load_pack  # noqa: E402
@@ -139,7 +139,7 @@ def main() -> None:
     images = test.batch(rows)
     predictor = load_predictor(pack).eval() if pack.config.get("predictor") else None
     boundaries = {}
-    for name, b in load_pack_boundaries(pack).items():
+    for name, b in pack.boundaries().items():
         output = boundary_output(name, b)
         boundaries[name] = (b, boundary_layers(b, pack.code_shape[0]),
                             output if predictor is not None and output in predictor.names else None, boundary_sign(name))

@@ -21,7 +21,7 @@ from idinvert.perceptual import default_perceptual_config
 from idinvert.training.common import load_checkpoint
 from idinvert.training.distill import STUDENT_ARCHS, DistillConfig, DistillTrainer, student_config
 from idinvert.training.drivers import distill_config_from_dict
-from idinvert.training.gan import json_ready
+from idinvert.fileio import json_ready
 from test_dcgan import ReferenceDCGAN, load_dcgan_generator_from
 
 STUDENT = ["--w-dim", "16", "--mapping-layers", "2", "--fmaps-base", "256", "--fmaps-max", "32", "--batch", "8",

@@ -11,13 +11,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+import torch
+
 from .errors import OutputError
+from .safety import claim_output_dir, inside, mark_output_dir
 
 
 # A full disk, a quota, a read-only or failing file system: the writer's fault is the location's, and
@@ -69,6 +74,22 @@ def write_text(target: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_ready(value: Any) -> Any:
+    """A copy that ``json.dumps`` writes as strict JSON: dict keys as strings, tuples as lists, tensors and
+    numpy arrays or scalars as (lists of) numbers, bytes as Latin-1 text, NaN and ±inf as null."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return json_ready(value.tolist())
+    if isinstance(value, bytes):
+        return value.decode("latin1")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(target: str | os.PathLike, data: Any) -> None:
     write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
@@ -76,8 +97,6 @@ def write_json(target: str | os.PathLike, data: Any) -> None:
 def check_output_dir(path: str | os.PathLike, *, inputs=(), what: str = "--out") -> Path:
     """The output-folder rules of ``safety.claim_output_dir`` (new, empty or idinvert's own; not an
     input; writable), checked before any work starts."""
-    from .safety import claim_output_dir
-
     return claim_output_dir(path, inputs=inputs, what=what)
 
 
@@ -106,8 +125,6 @@ class StagedOutput:
 
     def file(self, name: str) -> Path:
         """A path for ``name`` inside the staging folder (refused if it would leave it)."""
-        from .safety import inside
-
         assert self.path is not None
         target = inside(self.path, name)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -124,8 +141,6 @@ class StagedOutput:
             raise failure from None  # the disk filled while the results were written
 
     def _publish(self) -> None:
-        from .safety import mark_output_dir
-
         assert self.path is not None
         files = [src for src in sorted(self.path.rglob("*")) if src.is_file() and not src.is_symlink()]
         for src in files:  # everything that could stop the move half-way, before moving anything

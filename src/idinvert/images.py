@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import IdinvertError, ImageError
 from .fileio import atomic_path
+from .safety import unique_names as safe_unique_names
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 LIST_EXTENSIONS = (".txt", ".list", ".lst")
@@ -275,6 +276,4 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 def unique_names(paths: Sequence[Path]) -> list[str]:
     """Output names from file stems: safe characters only, made unique with ``_2``, ``_3`` … skipping
     names already taken (``face``, ``face``, ``face_2`` → ``face``, ``face_2``, ``face_2_2``)."""
-    from .safety import unique_names as unique
-
-    return unique([Path(p).stem for p in paths])
+    return safe_unique_names([Path(p).stem for p in paths])

@@ -17,6 +17,7 @@ loaded as float32. This module is the only place that reads or writes packs.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -25,21 +26,23 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import (DiscriminatorConfig, EncoderConfig, PerceptualConfig, from_dict,
-                     to_dict)
-from .errors import CheckpointError
+from .align import Framing, framing_from_config, utkface_framing
+from .boundaries import Boundary, load_boundary, parse_layers
+from .config import DiscriminatorConfig, EncoderConfig, PerceptualConfig, from_dict, to_dict
+from .errors import BoundaryError, CheckpointError, ConfigError
+from .fileio import atomic_path, write_text
+from .formats.common import load_strict
 from .networks import (DISCRIMINATOR_KINDS, GENERATOR_KINDS, CodeGenerator, Discriminator, DomainGuidedEncoder,
                        VGG16Features)
-from .formats.common import load_strict
 from .perceptual import build_perceptual
-from .safety import read_json
+from .safety import check_not_input, check_replaceable, check_writable, read_json
 
 PACK_FORMAT = "idinvert-pack"
 PACK_VERSION = 1
@@ -91,6 +94,74 @@ class ModelPack:
         for net in self.networks().values():
             net.to(device)
         return self
+
+    def lambda_vgg(self, value: float | None = None) -> float:
+        """λ_vgg: ``value`` when one is given, else the weight calibrated for the pack's VGG16 features."""
+        return self.perceptual_config.lambda_vgg if value is None else value
+
+    def framing(self) -> Framing:
+        """How the pack's faces are framed, at its resolution: ``config.json``'s ``framing``, else the
+        UTKFace template (what ``--align`` and the editor align photos to)."""
+        framing = framing_from_config(self.config, what=f"{self.path}/config.json") or utkface_framing(self.resolution)
+        return framing.with_size(self.resolution)
+
+    def boundary_files(self) -> dict[str, str]:
+        """Attribute name → boundary file, relative to the pack folder (``config.json``'s ``boundaries``)."""
+        entries = self.config.get("boundaries") or {}
+        if not isinstance(entries, dict):
+            raise CheckpointError(f"{self.path}/config.json: 'boundaries' must map attribute names to files; "
+                                  f"fix the pack or pass --boundary FILE")
+        return {str(name): str(file) for name, file in entries.items()}
+
+    def boundary_file(self, name: str) -> Path:
+        """The file of the boundary ``name`` (a one-line error naming the pack's boundaries otherwise)."""
+        files = self.boundary_files()
+        if not files:
+            raise BoundaryError(f"the model pack {self.path} ships no boundaries; pass --boundary FILE instead of "
+                                f"--attribute {name}")
+        if name not in files:
+            raise BoundaryError(f"the model pack {self.path} has no boundary {name!r}; available: "
+                                f"{', '.join(sorted(files))}")
+        return self.file(files[name])
+
+    def boundaries(self, names: Sequence[str] | None = None) -> dict[str, Boundary]:
+        """The pack's boundaries by name, sorted (all, or ``names``), read for its codes."""
+        files = self.boundary_files()
+        if names is not None:
+            missing = [n for n in names if n not in files]
+            if missing:
+                raise ConfigError(f"the pack has no boundary {', '.join(missing)}; it has: "
+                                  f"{', '.join(sorted(files)) or 'none'}")
+            files = {n: files[n] for n in names}
+        return {name: load_boundary(self.file(rel), self.code_shape) for name, rel in sorted(files.items())}
+
+    def directions(self, names: Sequence[str] | None = None) -> dict[str, Boundary]:
+        """The pack's label-free directions by name, in ``config.json`` order: ``"directions": {name:
+        {"file": …, "layers": […]}}`` (the listed layers override the file's); only ``names`` when given."""
+        entries = self.config.get("directions") or {}
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{self.path}/config.json: 'directions' must map names to {{file, layers}}")
+        if names is not None:
+            unknown = [n for n in names if n not in entries]
+            if unknown:
+                raise ConfigError(f"the pack {self.name} has no direction {unknown[0][:40]!r}; it has "
+                                  f"{', '.join(entries) or 'none'}")
+            wanted = set(names)
+            entries = {k: v for k, v in entries.items() if k in wanted}
+        out = {}
+        for name, entry in entries.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+                raise ConfigError(f"{self.path}/config.json: direction {str(name)[:40]!r} needs a 'file'")
+            b = load_boundary(self.file(entry["file"]), self.code_shape)
+            layers = entry.get("layers")
+            if layers is not None:
+                try:
+                    layers = tuple(parse_layers([int(v) for v in layers], self.code_shape[0]))
+                except (TypeError, ValueError, ConfigError):
+                    raise ConfigError(f"{self.path}/config.json: direction {str(name)[:40]!r} lists layers "
+                                      f"{str(layers)[:40]} outside 0-{self.code_shape[0] - 1}") from None
+            out[str(name)] = Boundary(b.direction, layers if layers is not None else b.layers, b.meta)
+        return out
 
     def identity(self) -> dict[str, Any]:
         """How manifests name the pack: name, folder, resolution and code shape."""
@@ -329,8 +400,6 @@ def save_pack(folder: str | os.PathLike, *, name: str, generator: CodeGenerator,
 def check_pack_target(folder: Path, *, overwrite: bool = False, inputs=(), what: str = "--out") -> None:
     """Where a pack may be written: a new or empty folder, or (with ``overwrite``) a folder idinvert
     wrote (a pack or an output folder), never one that holds an input. Checked before any work."""
-    from .safety import check_not_input, check_replaceable, check_writable
-
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{what} {folder} exists and is not a folder; choose another {what}")
     check_not_input(folder, inputs, what)
@@ -369,8 +438,6 @@ def update_pack(folder: str | os.PathLike, *, config_updates: dict[str, Any] | N
     Each file is copied in atomically before the configuration that names it is rewritten
     (atomically too), so a pack is never left listing a file it does not have.
     """
-    from .fileio import atomic_path, write_text
-
     folder = resolve_pack(folder)
     config = read_pack_config(folder)
     for relative, source in (files or {}).items():
@@ -407,8 +474,6 @@ def copy_pack(pack: ModelPack, folder: str | os.PathLike, *, name: str | None = 
               **networks: nn.Module | None) -> Path:
     """Save ``pack`` (with its listed files and extra config) to ``folder``; keyword arguments
     replace networks (``encoder=...``)."""
-    import copy
-
     nets = {k: getattr(pack, k) for k in ("encoder", "discriminator", "conventional_encoder")}
     nets.update(networks)
     nets = {k: copy.deepcopy(v).cpu().eval() if v is not None else None for k, v in nets.items()}

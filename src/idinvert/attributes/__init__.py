@@ -69,8 +69,8 @@ def predictor_output(name: str, predictor: AttributePredictor) -> str:
 
 
 def pack_boundaries(pack) -> dict[str, str]:
-    """Attribute name → boundary file (relative to the pack folder)."""
-    return dict(pack.config.get("boundaries") or {})
+    """Attribute name → boundary file, relative to the pack folder (``ModelPack.boundary_files``)."""
+    return pack.boundary_files()
 
 
 def boundary_sign(name: str) -> float:

@@ -234,7 +234,7 @@ def _write_diffusion(folder: Path, args: argparse.Namespace, pack: ModelPack, re
                                   f"{pair}_enc.png", f"{pair}.png"])
             losses.append({"pair": pair, **{k: float(v[i, j]) for k, v in final.items()}})
     box = result.box
-    lambda_vgg = pack.perceptual_config.lambda_vgg if args.lambda_vgg is None else args.lambda_vgg
+    lambda_vgg = pack.lambda_vgg(args.lambda_vgg)
     manifest = {
         "verb": "diffuse", "targets": t_names, "contexts": c_names,
         "inputs": {"target": [str(p) for p in target_paths], "context": [str(p) for p in context_paths]},

@@ -5,24 +5,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..attributes import (boundary_sign, load_predictor, pack_boundaries, predictor_entry, predictor_output,
-                          save_predictor)
+from ..attributes import boundary_sign, load_predictor, predictor_entry, predictor_output, save_predictor
 from ..attributes.boundary import BoundaryConfig, train_boundary
 from ..attributes.predictor import PredictorConfig
 from ..attributes.train import PredictorTrainConfig, PredictorTrainer, evaluate_predictor
 from ..boundaries import is_boundary_file, load_boundary, parse_layers, save_boundary
+from ..datasets import ImageDataset
 from ..engine.invert_folder import read_codes
 from ..errors import ConfigError
-from ..fileio import write_json
+from ..fileio import json_ready, write_json
 from ..pack import update_pack
 from ..parallel import init_distributed
-from ..datasets import ImageDataset
 from ..safety import claim_output_file
 from ..training.runner import RunOptions, run_training
 from .common import add_device, add_model, add_quiet, info, open_pack
@@ -99,21 +97,12 @@ def run_train_predictor(args: argparse.Namespace) -> int:
         r = evaluate_predictor(model, [ImageDataset(t) for t in args.test])
         report |= {"test_sets": [str(t) for t in args.test], **dataclasses.asdict(r)}
     save_predictor(model, args.run_dir / "predictor.safetensors")
-    write_json(args.run_dir / "report.json", _finite(report))
+    write_json(args.run_dir / "report.json", json_ready(report))
     if args.pack:
         update_pack(args.pack, files={"attributes.safetensors": args.run_dir / "predictor.safetensors"},
-                    config_updates={"predictor": predictor_entry(model, _finite(report))})
+                    config_updates={"predictor": predictor_entry(model, json_ready(report))})
     info(args, f"predictor trained ({outcome.images_seen} images); report: {args.run_dir / 'report.json'}")
     return 0
-
-
-def _finite(value):
-    """JSON-safe: NaN → None."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def run_train_boundary(args: argparse.Namespace) -> int:
@@ -127,7 +116,7 @@ def run_train_boundary(args: argparse.Namespace) -> int:
     layers = None if args.layers == "auto" else parse_layers(args.layers, pack.code_shape[0])
     conditions = {}
     for other in args.condition:
-        known = pack_boundaries(pack)
+        known = pack.boundary_files()
         if other not in known:
             raise ConfigError(f"no boundary {other!r} in the pack to condition on; available: "
                               f"{', '.join(sorted(known)) or 'none'}")
@@ -163,7 +152,7 @@ def run_train_boundary(args: argparse.Namespace) -> int:
 def run_attributes(args: argparse.Namespace) -> int:
     pack = open_pack(args)
     rows = []
-    for name, relative in sorted(pack_boundaries(pack).items()):
+    for name, relative in sorted(pack.boundary_files().items()):
         b = load_boundary(pack.file(relative), pack.code_shape)
         rows.append({"name": name, "file": relative, "layers": list(b.layers or range(pack.code_shape[0]))})
     if args.json:

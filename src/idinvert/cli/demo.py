@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..attributes import pack_boundaries
 from ..boundaries import load_boundary
 from ..engine.editing import interpolate, manipulate
 from ..engine.inversion import MAX_STEPS, InversionConfig, default_batch_size
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         edits = Report(title="Edits of the reconstruction along each attribute's boundary",
                        headers=[f"d = {d:+g}" for d in STRENGTHS[:2]] + ["d = 0 (reconstruction)"]
                        + [f"d = {d:+g}" for d in STRENGTHS[2:]] + [f"photo, d = {STRENGTHS[-1]:+g}"])
-        boundaries = sorted(pack_boundaries(pack).items())
+        boundaries = sorted(pack.boundary_files().items())
         for name, relative in boundaries:
             edits.add_row(name, _edit_cells(folder, pack, aligned, codes, name, relative))
         mix = Report(title="Interpolation towards another face (a sample of the model)",
@@ -91,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         sweep = _write_sweep(folder, pack, codes, boundaries)
         manifest = {"verb": "demo", "photo": str(args.photo or "scikit-image astronaut (public domain)"),
                     "faces": aligned.names, "model": pack.identity(), "steps": args.steps,
-                    "strengths": list(STRENGTHS), "attributes": sorted(pack_boundaries(pack)),
+                    "strengths": list(STRENGTHS), "attributes": sorted(pack.boundary_files()),
                     "sweep": sweep, "losses": result.final_losses(),
                     "seconds": round(time.perf_counter() - began, 2), "environment": environment(pack.device)}
         tables = [intro] + ([edits] if boundaries else []) + [mix]

@@ -14,8 +14,8 @@ from ..boundaries import Boundary, load_boundary, parse_layers
 from ..engine.editing import DEFAULT_DISTANCES, manipulate
 from ..engine.inversion import InversionConfig, default_batch_size
 from ..engine.invert_folder import Inverted
-from ..errors import BoundaryError, CheckpointError, ConfigError
-from ..fileio import StagedOutput, check_output_dir
+from ..errors import ConfigError
+from ..fileio import StagedOutput, check_output_dir, json_ready
 from ..images import save_image
 from ..pack import ModelPack
 from ..report import Report, environment, write_outputs
@@ -56,23 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def boundary_path(args: argparse.Namespace, pack: ModelPack) -> Path:
-    """--boundary, or the pack's file for --attribute."""
-    if args.boundary is not None:
-        return args.boundary
-    shipped = pack.config.get("boundaries") or {}
-    if not isinstance(shipped, dict):
-        raise CheckpointError(f"{pack.path}/config.json: 'boundaries' is not a map of names to files; "
-                              f"fix the pack or pass --boundary FILE")
-    if not shipped:
-        raise BoundaryError(f"the model pack {pack.path} ships no boundaries; pass --boundary FILE instead of "
-                            f"--attribute {args.attribute}")
-    if args.attribute not in shipped:
-        raise BoundaryError(f"the model pack {pack.path} has no boundary {args.attribute!r}; available: "
-                            f"{', '.join(sorted(shipped))}")
-    return pack.file(str(shipped[args.attribute]))
-
-
 MAX_DISTANCE = 100.0  # |d| of an edit; codes are of order 1 and the official range is ±3
 MAX_EDIT_STEPS = 1000  # distances per edit (each one image per input)
 
@@ -82,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     check_int(args.steps, "--steps", 1, MAX_EDIT_STEPS, hint="the number of distances")
     check_output_dir(args.out, inputs=[*args.inputs, args.boundary, args.model])
     pack = open_pack(args)
-    path = boundary_path(args, pack)
+    path = args.boundary if args.boundary is not None else pack.boundary_file(args.attribute)
     boundary: Boundary = load_boundary(path, pack.code_shape)
     if args.layers is not None:
         pack.generator.require_layerwise("--layers")
@@ -116,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = {
             "verb": "edit", "names": inverted.names, "inputs": inverted.source, "model": pack.identity(),
             "boundary": {"file": str(path), "attribute": args.attribute, "layers": layers,
-                         "shape": list(boundary.direction.shape), "meta_data": plain(boundary.meta)},
+                         "shape": list(boundary.direction.shape), "meta_data": json_ready(boundary.meta)},
             "distances": distances.tolist(), "code_shape": list(edited.shape),
             "seconds": round(time.perf_counter() - began, 3), "environment": environment(pack.device),
             "tuned_generators": inverted.tuned is not None, **tuning,
@@ -146,16 +129,3 @@ def write_photos(folder: Path, report: Report, aligned: AlignedPhotos, reconstru
             rows[name].append(photo_file(name, f"step{k + 1:02d}_photo"))
     for name, cells in rows.items():
         report.add_row(f"{name} (photo)", cells)
-
-
-def plain(value):
-    """JSON-ready copy of a boundary file's meta_data (numpy arrays and scalars become lists and numbers)."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    if isinstance(value, bytes):
-        return value.decode("latin1")
-    return value

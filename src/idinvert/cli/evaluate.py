@@ -23,9 +23,8 @@ from ..errors import ConfigError
 from ..evaluation.cache import FolderCache
 from ..evaluation.imageset import load_image_set
 from ..evaluation.outputs import figures, markdown
-from ..evaluation.suite import (METHOD_KINDS, SKIPPABLE, Evaluation, EvaluationConfig, json_ready, load_pack_boundaries,
-                                load_pack_directions)
-from ..fileio import StagedOutput, atomic_path, check_output_dir, write_json, write_text
+from ..evaluation.suite import METHOD_KINDS, SKIPPABLE, Evaluation, EvaluationConfig
+from ..fileio import StagedOutput, atomic_path, check_output_dir, json_ready, write_json, write_text
 from ..report import environment
 from ..safety import check_seed, mark_output_dir
 from .common import add_device, add_quiet, batch_size_of, info, open_pack, progress
@@ -170,10 +169,10 @@ def run(args: argparse.Namespace) -> int:
     pack = open_pack(args)
     config = evaluation_config(args, batch_size_of(args, pack))
     data = load_image_set(args.images, pack.resolution, args.count, args.labels, args.spread)
-    boundaries = load_pack_boundaries(pack, config.boundaries) if pack.config.get("boundaries") else {}
+    boundaries = pack.boundaries(config.boundaries) if pack.config.get("boundaries") else {}
     if config.boundaries and not boundaries:
         raise ConfigError(f"--boundaries: the pack {pack.path} has no boundaries")
-    directions = (load_pack_directions(pack, args.directions) if config.uses("edits") and config.uses("directions")
+    directions = (pack.directions(args.directions) if config.uses("edits") and config.uses("directions")
                   else {})
     wants_predictor = (config.uses("edits") and (boundaries or directions)) or (config.uses("pr") and boundaries)
     predictor = load_predictor(pack) if pack.config.get("predictor") and wants_predictor else None

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..align import align_faces, check_alignment_available, framing_from_config, paste_back, utkface_framing
+from ..align import align_faces, check_alignment_available, paste_back
 from ..errors import ImageError
 from ..images import expand_inputs, is_image_file, open_image, unique_names
 from ..pack import ModelPack
@@ -34,11 +34,6 @@ def add_align_options(p: argparse.ArgumentParser) -> None:
                    help="with --align: only face N of each photo (0 = leftmost; default: all faces)")
 
 
-def framing_for(pack: ModelPack):
-    framing = framing_from_config(pack.config)
-    return (framing or utkface_framing(pack.resolution)).with_size(pack.resolution)
-
-
 def align_photos(pack: ModelPack, inputs: list[str], *, face: int | None = None) -> AlignedPhotos:
     """Align the faces of image files/folders/lists to the pack's framing."""
     check_alignment_available()
@@ -46,7 +41,7 @@ def align_photos(pack: ModelPack, inputs: list[str], *, face: int | None = None)
     bad = [p for p in paths if not is_image_file(p)]
     if bad:
         raise ImageError(f"{bad[0]}: --align takes photos (image files, folders or lists)")
-    framing = framing_for(pack)
+    framing = pack.framing()
     result = AlignedPhotos(names=[], faces=torch.empty(0))
     crops = []
     for path, photo_name in zip(paths, unique_names(paths)):

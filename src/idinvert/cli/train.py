@@ -12,13 +12,13 @@ from pathlib import Path
 
 from ..align import check_alignment_available, ffhq_framing, framing_from_config, utkface_framing
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
+from ..datasets import ImageDataset, prepare_dataset
 from ..errors import CheckpointError, ConfigError
 from ..fileio import check_output_dir
 from ..networks import StyleGAN2Config
 from ..pack import check_pack_target, load_pack
 from ..parallel import init_distributed
 from ..safety import read_json
-from ..datasets import ImageDataset, prepare_dataset
 from ..training.distill import STUDENT_ARCHS, DistillConfig, student_config
 from ..training.drivers import export_run, run_distill, run_encoder, run_gan
 from ..training.encoder import EncoderTrainConfig

@@ -547,5 +547,5 @@ def _write_codes(pack, job: DatasetJob, work: ShardFolder, keys: list[str], mode
 
 
 def resolve_lambda_vgg(config: InversionConfig, pack) -> InversionConfig:
-    """The config with λ_vgg resolved to the pack's calibrated value when it was left unset."""
-    return config if config.lambda_vgg is not None else replace(config, lambda_vgg=pack.perceptual_config.lambda_vgg)
+    """The config with λ_vgg resolved (``pack.lambda_vgg``): what the settings record and a resume compares."""
+    return replace(config, lambda_vgg=pack.lambda_vgg(config.lambda_vgg))

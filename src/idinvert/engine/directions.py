@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..boundaries import Boundary, load_boundary, parse_layers
+from ..boundaries import Boundary, parse_layers
 from ..errors import ConfigError
 from ..networks.base import CodeGenerator
 
@@ -193,32 +193,8 @@ def ganspace(generator: CodeGenerator, *, layers: str | Sequence[int] | None = N
 
 
 def pack_directions(pack, names: Sequence[str] | None = None) -> dict[str, Boundary]:
-    """A pack's directions by name, in ``config.json`` order: ``"directions": {name: {"file": …,
-    "layers": […]}}`` (the listed layers override the file's); only ``names`` when given."""
-    entries = pack.config.get("directions") or {}
-    if not isinstance(entries, dict):
-        raise ConfigError(f"{pack.path}/config.json: 'directions' must map names to {{file, layers}}")
-    if names is not None:
-        unknown = [n for n in names if n not in entries]
-        if unknown:
-            raise ConfigError(f"the pack {pack.name} has no direction {unknown[0][:40]!r}; it has "
-                              f"{', '.join(entries) or 'none'}")
-        wanted = set(names)
-        entries = {k: v for k, v in entries.items() if k in wanted}
-    out = {}
-    for name, entry in entries.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-            raise ConfigError(f"{pack.path}/config.json: direction {str(name)[:40]!r} needs a 'file'")
-        b = load_boundary(pack.file(entry["file"]), pack.code_shape)
-        layers = entry.get("layers")
-        if layers is not None:
-            try:
-                layers = tuple(parse_layers([int(v) for v in layers], pack.code_shape[0]))
-            except (TypeError, ValueError, ConfigError):
-                raise ConfigError(f"{pack.path}/config.json: direction {str(name)[:40]!r} lists layers "
-                                  f"{str(layers)[:40]} outside 0-{pack.code_shape[0] - 1}") from None
-        out[str(name)] = Boundary(b.direction, layers if layers is not None else b.layers, b.meta)
-    return out
+    """A pack's directions by name (``ModelPack.directions``, which owns the look-up)."""
+    return pack.directions(names)
 
 
 def find_directions(generator: CodeGenerator, method: str, **kwargs) -> Directions:

@@ -282,7 +282,7 @@ def invert(images: torch.Tensor, pack, config: InversionConfig | None = None, *,
         raise ValueError(f"init_codes must be [{images.shape[0]}, {pack.code_shape[0]}, {pack.code_shape[1]}], "
                          f"got {list(init_codes.shape)}")
     encoder = _encoder_for(pack, config)
-    lambda_vgg = pack.perceptual_config.lambda_vgg if config.lambda_vgg is None else config.lambda_vgg
+    lambda_vgg = pack.lambda_vgg(config.lambda_vgg)
     images = images.to(pack.device)
     start = time.perf_counter()
     size = batch_size or images.shape[0]

@@ -25,14 +25,15 @@ Example (tiny numbers; see ``docs/results.md`` for the full run)::
     result.results["table1"]["rows"][0]["metrics"]["mse"]["mean"]
 """
 
+from ..fileio import json_ready
 from .cache import Cache, MemoryCache
 from .codes import boundary_projection, manipulation_codes, midpoints, random_pairs
 from .distances import RealReference, SetDistance
 from .editquality import EditQuality, edit_quality, latent_editing_consistency, monotone_fraction, slopes, spearman
 from .labels import binarize, labels_from_rows, predictor_labels
 from .ranking import PRCurve, average_precision, precision_recall_curve
-from .suite import (Evaluation, EvaluationConfig, EvaluationResult, MethodSpec, evaluate, json_ready,
-                    load_pack_boundaries, load_pack_directions)
+from .suite import (Evaluation, EvaluationConfig, EvaluationResult, MethodSpec, evaluate, load_pack_boundaries,
+                    load_pack_directions)
 
 __all__ = [
     "Cache", "EditQuality", "Evaluation", "EvaluationConfig", "EvaluationResult", "MemoryCache", "MethodSpec",

@@ -32,10 +32,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ..attributes import boundary_sign, pack_boundaries
+from ..attributes import boundary_sign
 from ..attributes.predictor import EDIT_NAMES, AttributePredictor
-from ..boundaries import Boundary, load_boundary
-from ..engine.directions import pack_directions as load_pack_directions
+from ..boundaries import Boundary
 from ..engine.inversion import InversionConfig, invert
 from ..engine.tuned import synthesize
 from ..errors import ConfigError, IdinvertError
@@ -144,15 +143,13 @@ def table1_methods(pack, config: EvaluationConfig) -> tuple[list[MethodSpec], li
 
 
 def load_pack_boundaries(pack, names: tuple[str, ...] | None = None) -> dict[str, Boundary]:
-    """The pack's boundaries by name (all, or ``names``), read with ``editing.load_boundary``."""
-    known = pack_boundaries(pack)
-    if names is not None:
-        missing = [n for n in names if n not in known]
-        if missing:
-            raise ConfigError(f"the pack has no boundary {', '.join(missing)}; it has: "
-                              f"{', '.join(sorted(known)) or 'none'}")
-        known = {n: known[n] for n in names}
-    return {name: load_boundary(pack.file(rel), pack.code_shape) for name, rel in sorted(known.items())}
+    """The pack's boundaries by name (all, or ``names``): ``ModelPack.boundaries``."""
+    return pack.boundaries(names)
+
+
+def load_pack_directions(pack, names: tuple[str, ...] | None = None) -> dict[str, Boundary]:
+    """The pack's label-free directions by name (all, or ``names``): ``ModelPack.directions``."""
+    return pack.directions(names)
 
 
 def boundary_output(name: str, boundary: Boundary) -> str:
@@ -605,23 +602,10 @@ class Evaluation:
         return out
 
 
-def json_ready(value: Any) -> Any:
-    """Results with NaN/inf as null and tensors as lists, for ``json.dumps``."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return json_ready(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def evaluate(pack, images: torch.Tensor, config: EvaluationConfig = EvaluationConfig(), **kwargs) -> EvaluationResult:
     """``Evaluation(pack, images, config, **kwargs).run()``."""
     return Evaluation(pack, images, config, **kwargs).run()
 
 
-__all__ = ["EvaluationConfig", "Evaluation", "EvaluationResult", "MethodSpec", "evaluate", "json_ready",
+__all__ = ["EvaluationConfig", "Evaluation", "EvaluationResult", "MethodSpec", "evaluate",
            "load_pack_boundaries", "load_pack_directions", "Cache", "MemoryCache"]

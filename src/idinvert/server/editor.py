@@ -19,11 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..align import (INSTALL_HINT, FaceAlignment, align_faces, check_alignment_available, framing_from_config,
-                     paste_back, utkface_framing)
-from ..boundaries import Boundary, load_boundary
+from ..align import INSTALL_HINT, FaceAlignment, align_faces, check_alignment_available, paste_back
+from ..boundaries import Boundary
 from ..engine.diffusion import crop_box, diffuse
-from ..engine.directions import pack_directions
 from ..engine.editing import DEFAULT_DISTANCES, default_mix_layer_start, interpolate, manipulate, mix
 from ..engine.inversion import InversionConfig, invert
 from ..engine.refine import RefineConfig, refine
@@ -136,27 +134,15 @@ class Editor:
         self.refine_steps = RefineConfig().steps  # "faithful (slower)": PTI's 350 steps at most
         for net in pack.networks().values():  # for the server's lifetime: no parameter gradients
             net.eval().requires_grad_(False)
-        self.boundaries = self._load_boundaries(pack)
-        self.directions = self._load_directions(pack)  # "direction k" → label-free direction; also in boundaries
+        self.boundaries = pack.boundaries()
+        # the pack's label-free directions (idinvert directions --add-to-pack) as "direction 1" … "direction K"
+        self.directions = {f"direction {k + 1}": b for k, b in enumerate(pack.directions().values())}
         self.boundaries.update(self.directions)
-        framing = framing_from_config(pack.config, what=f"{pack.path}/config.json") or utkface_framing(pack.resolution)
-        self.framing = framing if framing.size == pack.resolution else framing.with_size(pack.resolution)
+        self.framing = pack.framing()
         self.alignment, self.alignment_notice = self._choose_alignment(alignment)
         self._detecting = threading.Lock()  # dlib's detectors are not safe to share between threads
 
     # -- set-up -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _load_boundaries(pack: ModelPack) -> dict[str, Boundary]:
-        entries = pack.config.get("boundaries") or {}
-        if not isinstance(entries, dict):
-            raise ConfigError(f"{pack.path}/config.json: 'boundaries' must map attribute names to files")
-        return {name: load_boundary(pack.file(str(rel)), pack.code_shape) for name, rel in sorted(entries.items())}
-
-    @staticmethod
-    def _load_directions(pack: ModelPack) -> dict[str, Boundary]:
-        """The pack's label-free directions (``idinvert directions --add-to-pack``): "direction 1" … "direction K"."""
-        return {f"direction {k + 1}": b for k, b in enumerate(pack_directions(pack).values())}
 
     @staticmethod
     def _choose_alignment(mode: str) -> tuple[str, str | None]:

@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 
 from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, from_dict
+from ..datasets import ImageDataset, ImageDatasets
 from ..errors import CheckpointError
+from ..fileio import json_ready
 from ..images import make_grid, save_image
 from ..networks import GENERATOR_KINDS, Discriminator, StyleGAN2Discriminator, StyleGAN2Generator
 from ..pack import ModelPack, copy_pack, load_pack, save_pack
@@ -23,10 +25,9 @@ from ..perceptual import default_perceptual_config
 from ..safety import read_json
 from .common import load_checkpoint, restore_trainer
 from .data import BatchSampler, load_batch
-from ..datasets import ImageDataset, ImageDatasets
 from .distill import STUDENT_ARCHS, DistillConfig, DistillTrainer
 from .encoder import ConventionalTrainer, EncoderTrainConfig, EncoderTrainer
-from .gan import GANTrainConfig, GANTrainer, json_ready, train_gan
+from .gan import GANTrainConfig, GANTrainer, train_gan
 from .gan2 import RUN_KIND as GAN2_RUN_KIND, export_gan2
 from .runner import RunOptions, RunOutcome, run_training
 
@@ -115,7 +116,7 @@ def _encoder_run_parts(config: EncoderTrainConfig, pack: ModelPack, data_dir: Pa
             return trainer.train_step(config.batch_size)
     else:
         dataset = real_photos(data_dir, pack.resolution, "the domain-guided encoder trains on real images")
-        lambda_vgg = pack.perceptual_config.lambda_vgg if config.lambda_vgg is None else config.lambda_vgg
+        lambda_vgg = pack.lambda_vgg(config.lambda_vgg)
         trainer = EncoderTrainer(config, pack.generator, discriminator_for(pack), pack.perceptual, lambda_vgg, world)
         if config.warm_start:
             _warm_start(trainer, pack, config.warm_start)

@@ -10,6 +10,7 @@ which lets a CPU spend most images at low, cheap resolutions.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DiscriminatorConfig, GeneratorConfig
+from ..fileio import json_ready
 from ..images import make_grid, save_image
 from ..networks import Discriminator, StyleGANGenerator
 from ..parallel import Distributed, broadcast_state, global_mean
@@ -196,14 +198,4 @@ def train_gan(config: GANTrainConfig, dataset, options, *, world: Distributed | 
 
 
 def _config_dict(config: GANTrainConfig) -> dict:
-    import dataclasses
-
     return json_ready(dataclasses.asdict(config))
-
-
-def json_ready(value):
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    return value

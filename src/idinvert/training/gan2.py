@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..config import from_dict
 from ..datasets import ImageDataset
 from ..errors import ConfigError
+from ..fileio import json_ready
 from ..images import make_grid, save_image
 from ..networks import StyleGAN2Config, StyleGAN2Discriminator, StyleGAN2Generator
 from ..pack import save_pack
@@ -35,7 +36,7 @@ from ..parallel import Distributed, broadcast_state, global_mean
 from ..perceptual import default_perceptual_config
 from .common import ema_beta, ema_update, gan_state, load_gan_state, r1_penalty, restore_trainer, update
 from .data import BatchSampler, load_batch, seeded
-from .gan import json_ready, mix_styles
+from .gan import mix_styles
 from .runner import run_training
 
 
