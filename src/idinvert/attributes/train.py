@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..parallel import Distributed
-from ..training.common import update
+from ..training.common import load_trainer_state, trainer_state, update
 from ..training.data import BatchSampler, seeded
 from ..datasets import ImageDataset
 from .predictor import AttributePredictor, PredictorConfig, PredictorReport, PredictorTargets, predictor_loss, roc_auc
@@ -109,15 +109,13 @@ class PredictorTrainer:
         self.step_index += 1
         return {k: float(v.detach()) for k, v in losses.items()}
 
+    STATE = ("model", "opt")  # what a checkpoint holds besides the counters
+
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "images_seen": self.images_seen,
-                "step_index": self.step_index}
+        return trainer_state(self, self.STATE)
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        self.images_seen = int(state["images_seen"])
-        self.step_index = int(state["step_index"])
+        load_trainer_state(self, state, self.STATE)
 
 
 @torch.no_grad()

@@ -47,15 +47,16 @@ def ema_beta(batch: int, half_life_kimg: float) -> float:
 GAN_STATE = ("G", "D", "Gs", "opt_G", "opt_D")  # what every GAN trainer checkpoints besides its counters
 
 
-def gan_state(trainer) -> dict:
-    """A GAN trainer's networks, optimisers and counters, for its checkpoint."""
-    return {key: getattr(trainer, key).state_dict() for key in GAN_STATE} | {
+def trainer_state(trainer, keys: Iterable[str]) -> dict:
+    """A trainer's networks and optimisers named ``keys`` (each ``state_dict()``) and its counters, for
+    its checkpoint (``GAN_STATE`` for the GAN trainers)."""
+    return {key: getattr(trainer, key).state_dict() for key in keys} | {
         "images_seen": trainer.images_seen, "step_index": trainer.step_index}
 
 
-def load_gan_state(trainer, state: dict) -> None:
-    """The inverse of ``gan_state``."""
-    for key in GAN_STATE:
+def load_trainer_state(trainer, state: dict, keys: Iterable[str]) -> None:
+    """The inverse of ``trainer_state``."""
+    for key in keys:
         getattr(trainer, key).load_state_dict(state[key])
     trainer.images_seen = int(state["images_seen"])
     trainer.step_index = int(state["step_index"])

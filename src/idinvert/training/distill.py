@@ -39,7 +39,7 @@ from ..errors import ConfigError
 from ..metrics.lpips import load_lpips
 from ..networks import GENERATOR_KINDS, CodeGenerator, Discriminator, StyleGAN2Config
 from ..parallel import Distributed, broadcast_state, global_mean
-from .common import ema_beta, ema_update, r1_penalty, update
+from .common import ema_beta, ema_update, load_trainer_state, r1_penalty, trainer_state, update
 from .data import seeded
 from .gan import mix_styles
 
@@ -228,19 +228,11 @@ class DistillTrainer:
         teacher = self.T.synthesize(self.T.sample_codes(z, truncation_psi=1.0))
         return torch.cat([teacher, self.Ss.synthesize(self.Ss.sample_codes(z, truncation_psi=1.0))]).clamp(-1, 1)
 
+    STATE = ("S", "Ss", "opt_S")  # what a checkpoint holds besides the counters (and D, opt_D when adversarial)
+
     def state_dict(self) -> dict:
-        state = {"S": self.S.state_dict(), "Ss": self.Ss.state_dict(), "opt_S": self.opt_S.state_dict(),
-                 "images_seen": self.images_seen, "step_index": self.step_index}
-        if self.D is not None:
-            state |= {"D": self.D.state_dict(), "opt_D": self.opt_D.state_dict()}
-        return state
+        return trainer_state(self, self.STATE + (("D", "opt_D") if self.D is not None else ()))
 
     def load_state_dict(self, state: dict) -> None:
-        self.S.load_state_dict(state["S"])
-        self.Ss.load_state_dict(state["Ss"])
-        self.opt_S.load_state_dict(state["opt_S"])
-        if self.D is not None and "D" in state:
-            self.D.load_state_dict(state["D"])
-            self.opt_D.load_state_dict(state["opt_D"])
-        self.images_seen = int(state["images_seen"])
-        self.step_index = int(state["step_index"])
+        adversarial = self.D is not None and "D" in state
+        load_trainer_state(self, state, self.STATE + (("D", "opt_D") if adversarial else ()))

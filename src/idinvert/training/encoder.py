@@ -28,7 +28,7 @@ from ..config import EncoderConfig
 from ..errors import ConfigError
 from ..networks import CodeGenerator, Discriminator, DomainGuidedEncoder, VGG16Features
 from ..parallel import Distributed, broadcast_state
-from .common import r1_penalty, update
+from .common import load_trainer_state, r1_penalty, trainer_state, update
 from .data import seeded
 
 
@@ -137,17 +137,13 @@ class EncoderTrainer:
         self.step_index += 1
         return {k: float(v) for k, v in losses.items()} | {"lr": lr}
 
+    STATE = ("E", "D", "opt_E", "opt_D")  # what a checkpoint holds besides the counters
+
     def state_dict(self) -> dict:
-        return {"E": self.E.state_dict(), "D": self.D.state_dict(), "opt_E": self.opt_E.state_dict(),
-                "opt_D": self.opt_D.state_dict(), "images_seen": self.images_seen, "step_index": self.step_index}
+        return trainer_state(self, self.STATE)
 
     def load_state_dict(self, state: dict) -> None:
-        self.E.load_state_dict(state["E"])
-        self.D.load_state_dict(state["D"])
-        self.opt_E.load_state_dict(state["opt_E"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.images_seen = int(state["images_seen"])
-        self.step_index = int(state["step_index"])
+        load_trainer_state(self, state, self.STATE)
 
 
 class ConventionalTrainer:
@@ -182,15 +178,13 @@ class ConventionalTrainer:
         self.step_index += 1
         return {k: float(v) for k, v in losses.items()} | {"lr": lr}
 
+    STATE = ("E", "opt_E")  # what a checkpoint holds besides the counters
+
     def state_dict(self) -> dict:
-        return {"E": self.E.state_dict(), "opt_E": self.opt_E.state_dict(), "images_seen": self.images_seen,
-                "step_index": self.step_index}
+        return trainer_state(self, self.STATE)
 
     def load_state_dict(self, state: dict) -> None:
-        self.E.load_state_dict(state["E"])
-        self.opt_E.load_state_dict(state["opt_E"])
-        self.images_seen = int(state["images_seen"])
-        self.step_index = int(state["step_index"])
+        load_trainer_state(self, state, self.STATE)
 
 
 def config_dict(config: EncoderTrainConfig) -> dict:

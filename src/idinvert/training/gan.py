@@ -22,7 +22,7 @@ from ..fileio import json_ready
 from ..images import make_grid, save_image
 from ..networks import Discriminator, StyleGANGenerator
 from ..parallel import Distributed, broadcast_state, global_mean
-from .common import ema_beta, ema_update, gan_state, load_gan_state, r1_penalty, update
+from .common import GAN_STATE, ema_beta, ema_update, load_trainer_state, r1_penalty, trainer_state, update
 from .data import BatchSampler, load_batch, seeded
 from .runner import run_training
 
@@ -156,10 +156,10 @@ class GANTrainer:
         return {k: float(v) for k, v in losses.items()}
 
     def state_dict(self) -> dict:
-        return gan_state(self)
+        return trainer_state(self, GAN_STATE)
 
     def load_state_dict(self, state: dict) -> None:
-        load_gan_state(self, state)
+        load_trainer_state(self, state, GAN_STATE)
 
 
 def sample_grid(generator: StyleGANGenerator, z: torch.Tensor, lod: float, *, psi: float = 1.0) -> torch.Tensor:

@@ -34,7 +34,8 @@ from ..networks import StyleGAN2Config, StyleGAN2Discriminator, StyleGAN2Generat
 from ..pack import save_pack
 from ..parallel import Distributed, broadcast_state, global_mean
 from ..perceptual import default_perceptual_config
-from .common import ema_beta, ema_update, gan_state, load_gan_state, r1_penalty, restore_trainer, update
+from .common import (GAN_STATE, ema_beta, ema_update, load_trainer_state, r1_penalty, restore_trainer, trainer_state,
+                     update)
 from .data import BatchSampler, load_batch, seeded
 from .gan import mix_styles
 from .runner import run_training
@@ -200,10 +201,10 @@ class GAN2Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return gan_state(self) | {"pl_mean": self.pl_mean.cpu()}
+        return trainer_state(self, GAN_STATE) | {"pl_mean": self.pl_mean.cpu()}
 
     def load_state_dict(self, state: dict) -> None:
-        load_gan_state(self, state)
+        load_trainer_state(self, state, GAN_STATE)
         self.pl_mean.copy_(state["pl_mean"])
 
 
