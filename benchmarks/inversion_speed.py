@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
 
 from idinvert.engine.inversion import default_batch_size  # noqa: E402
-from idinvert.config import official_256  # noqa: E402
+from idinvert.networks.config import official_256  # noqa: E402
 from idinvert.networks.derived import frozen  # noqa: E402
 from idinvert.engine.inversion import optimize_codes  # noqa: E402
 from idinvert.networks import DomainGuidedEncoder, StyleGANGenerator, VGG16Features  # noqa: E402

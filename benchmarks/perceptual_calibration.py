@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from idinvert.config import PerceptualConfig
+from idinvert.networks.config import PerceptualConfig
 from idinvert.images import pil_to_tensor, resize_square
 from idinvert.formats.official import load_official_vgg
 from idinvert.perceptual import (PAPER_LAMBDA_VGG, TORCHVISION_LAMBDA_VGG, build_perceptual,

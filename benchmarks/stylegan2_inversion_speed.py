@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
 
-from idinvert.config import EncoderConfig, official_256  # noqa: E402
+from idinvert.networks.config import EncoderConfig, official_256  # noqa: E402
 from idinvert.networks.derived import frozen  # noqa: E402
 from idinvert.engine.inversion import optimize_codes  # noqa: E402
 from idinvert.networks import (DomainGuidedEncoder, StyleGAN2Config, StyleGAN2Generator, StyleGANGenerator,  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from idinvert.config import EncoderConfig, GeneratorConfig
+from idinvert.networks.config import EncoderConfig, GeneratorConfig
 from idinvert.networks import DomainGuidedEncoder, StyleGANGenerator
 from idinvert.pack import save_pack
 from idinvert.perceptual import default_perceptual_config

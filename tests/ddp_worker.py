@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from idinvert.config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
+from idinvert.networks.config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
 from idinvert.networks import StyleGAN2Config, VGG16Features
 from idinvert.parallel import init_distributed
 from idinvert.training.encoder import EncoderTrainConfig, EncoderTrainer

@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from test_dcgan import ReferenceDCGAN, load_dcgan_generator_from  # noqa: E402
 
-from idinvert.config import DiscriminatorConfig, GeneratorConfig  # noqa: E402
+from idinvert.networks.config import DiscriminatorConfig, GeneratorConfig  # noqa: E402
 from idinvert.parallel import init_distributed  # noqa: E402
 from idinvert.training.distill import STUDENT_ARCHS, DistillConfig, DistillTrainer, student_config  # noqa: E402
 

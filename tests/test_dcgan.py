@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from idinvert.cli import main
-from idinvert.config import EncoderConfig
+from idinvert.networks.config import EncoderConfig
 from idinvert.boundaries import load_boundary, save_boundary
 from idinvert.errors import CheckpointError, ConfigError
 from idinvert.formats.dcgan import infer_dcgan_config, load_dcgan_generator

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from conftest import tiny_networks
 from idinvert.cli import main
-from idinvert.config import EncoderConfig
+from idinvert.networks.config import EncoderConfig
 from idinvert.engine.directions import ganspace, layer_weights, pack_directions, sample_prior_codes, sefa
 from idinvert.boundaries import Boundary, load_boundary
 from idinvert.engine.editing import manipulate

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from idinvert.cli import main
-from idinvert.config import GeneratorConfig
+from idinvert.networks.config import GeneratorConfig
 from idinvert.errors import ConfigError
 from idinvert.networks import StyleGAN2Config
 from idinvert.pack import load_pack, save_pack

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from idinvert.attributes import predictor_entry, save_predictor
 from idinvert.attributes.predictor import AttributePredictor, PredictorConfig
 from idinvert.cli import main
-from idinvert.config import EncoderConfig, to_dict
+from idinvert.networks.config import EncoderConfig, to_dict
 from idinvert.engine.directions import sefa
 from idinvert.boundaries import Boundary, save_boundary
 from idinvert.evaluation import (EvaluationConfig, MemoryCache, RealReference, average_precision, binarize,

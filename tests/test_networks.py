@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from idinvert.config import (ConfigError, DiscriminatorConfig, EncoderConfig, GeneratorConfig,
-                             official_256)
+from idinvert.networks.config import ConfigError, DiscriminatorConfig, EncoderConfig, GeneratorConfig, official_256
 from idinvert.networks import Discriminator, DomainGuidedEncoder, StyleGANGenerator, VGG16Features
 from idinvert.networks.layers import conv_downsample, upsample_conv
 from official_layout import GENERATOR_BUFFERS, encoder_shapes, generator_shapes, vgg_shapes

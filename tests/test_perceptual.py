@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from idinvert.assets import load_numpy_pickle, vgg16_torchvision_weights
-from idinvert.config import PerceptualConfig
+from idinvert.networks.config import PerceptualConfig
 from idinvert.networks import VGG16Features
 from idinvert.perceptual import (PAPER_LAMBDA_VGG, TORCHVISION_LAMBDA_VGG, build_perceptual,
                                  calibrate_lambda_vgg, default_lambda_vgg, feature_mse)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import tiny_networks
 from idinvert.cli import main
-from idinvert.config import EncoderConfig
+from idinvert.networks.config import EncoderConfig
 from idinvert.boundaries import save_boundary
 from idinvert.errors import CheckpointError, ConfigError
 from idinvert.images import read_image

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from idinvert.cli import main
-from idinvert.config import DiscriminatorConfig, EncoderConfig
+from idinvert.networks.config import DiscriminatorConfig, EncoderConfig
 from idinvert.boundaries import load_boundary, save_boundary
 from idinvert.errors import CheckpointError
 from idinvert.formats.rosinality import load_rosinality_checkpoint
@@ -91,7 +91,7 @@ def test_pack_stores_a_stylegan2_discriminator(sg2_pack_dir):
 
 def test_packs_without_discriminator_kind_load_the_stylegan_discriminator(tiny_pack_dir, tmp_path):
     """Packs written before the field hold a StyleGAN v1 D_basic; an unknown kind is refused in one line."""
-    from idinvert.config import to_dict
+    from idinvert.networks.config import to_dict
     from safetensors.torch import save_file
 
     d = Discriminator(DiscriminatorConfig(resolution=32, fmaps_base=256, fmaps_max=16))

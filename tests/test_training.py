@@ -122,7 +122,7 @@ def test_train_stylegan2_resume_is_exact(data16, tmp_path):
 
 
 def test_nan_stops_without_touching_the_weights():
-    from idinvert.config import DiscriminatorConfig, GeneratorConfig
+    from idinvert.networks.config import DiscriminatorConfig, GeneratorConfig
     from idinvert.training.gan import GANTrainConfig, GANTrainer
 
     g = GeneratorConfig(resolution=16, z_dim=8, w_dim=8, mapping_layers=1, mapping_fmaps=8, fmaps_base=32, fmaps_max=8)

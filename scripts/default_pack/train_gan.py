@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import idinvert.training.gan as gan
-from idinvert.config import DiscriminatorConfig, GeneratorConfig
+from idinvert.networks.config import DiscriminatorConfig, GeneratorConfig
 from idinvert.datasets import ImageDataset
 from idinvert.training.runner import RunOptions
 

@@ -24,6 +24,7 @@ from .engine.inversion import InversionConfig, InversionResult, invert
 from .engine.refine import RefineConfig, RefineResult, refine
 from .errors import IdinvertError
 from .images import read_image, read_images, save_image
+from .networks import config
 from .pack import ModelPack, load_pack, save_pack
 from .version import __version__
 
@@ -32,7 +33,7 @@ from .version import __version__
 # (``idinvert.refine`` stays the function; the module is ``sys.modules["idinvert.refine"]``.)
 MOVED = {
     "inversion": inversion, "refine": _refine, "tuned": tuned, "editing": editing, "directions": directions,
-    "diffusion": diffusion, "dataset_inversion": dataset_inversion,
+    "diffusion": diffusion, "dataset_inversion": dataset_inversion, "config": config,
 }
 for _name, _module in MOVED.items():
     sys.modules[f"{__name__}.{_name}"] = _module

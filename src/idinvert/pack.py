@@ -35,12 +35,12 @@ from torch import nn
 
 from .align import Framing, framing_from_config, utkface_framing
 from .boundaries import Boundary, load_boundary, parse_layers
-from .config import DiscriminatorConfig, EncoderConfig, PerceptualConfig, from_dict, to_dict
 from .errors import BoundaryError, CheckpointError, ConfigError
 from .fileio import atomic_path, write_text
 from .formats.common import load_strict
 from .networks import (DISCRIMINATOR_KINDS, GENERATOR_KINDS, CodeGenerator, Discriminator, DomainGuidedEncoder,
                        VGG16Features)
+from .networks.config import DiscriminatorConfig, EncoderConfig, PerceptualConfig, from_dict, to_dict
 from .perceptual import build_perceptual
 from .safety import check_not_input, check_replaceable, check_writable, read_json
 

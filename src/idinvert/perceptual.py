@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from .config import PerceptualConfig
 from .errors import CheckpointError
-from .networks.vgg import IMAGENET_STD, VGG16Features
 from .formats.common import load_strict
+from .networks.config import PerceptualConfig
+from .networks.vgg import IMAGENET_STD, VGG16Features
 
 PAPER_LAMBDA_VGG = 5e-5  # λ_vgg of the paper and the official code, Caffe features
 CAFFE_TO_TORCHVISION_MSE = sum((255.0 * s) ** 2 for s in IMAGENET_STD) / 3  # ≈ 3321.5

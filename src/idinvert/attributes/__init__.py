@@ -15,10 +15,10 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from ..config import from_dict
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_path
 from ..formats.common import load_strict
+from ..networks.config import from_dict
 from .predictor import EDIT_NAMES, AttributePredictor, PredictorConfig
 
 PREDICTOR_FILE = "attributes.safetensors"

@@ -11,11 +11,11 @@ import argparse
 from pathlib import Path
 
 from ..align import check_alignment_available, ffhq_framing, framing_from_config, utkface_framing
-from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
 from ..datasets import ImageDataset, prepare_dataset
 from ..errors import CheckpointError, ConfigError
 from ..fileio import check_output_dir
 from ..networks import StyleGAN2Config
+from ..networks.config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
 from ..pack import check_pack_target, load_pack
 from ..parallel import init_distributed
 from ..safety import read_json

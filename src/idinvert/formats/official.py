@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import EncoderConfig, GeneratorConfig
 from ..errors import CheckpointError
 from ..networks import DomainGuidedEncoder, StyleGANGenerator, VGG16Features
+from ..networks.config import EncoderConfig, GeneratorConfig
 from .common import load_strict, read_state_dict
 
 #: Buffers the official files may carry that are always recomputed from the configuration.

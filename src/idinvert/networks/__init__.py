@@ -3,8 +3,8 @@ discriminator D, VGG16 F."""
 
 from torch import nn
 
-from ..config import DiscriminatorConfig, GeneratorConfig
 from .base import CodeGenerator
+from .config import DiscriminatorConfig, GeneratorConfig
 from .dcgan import DCGANConfig, DCGANGenerator
 from .discriminator import Discriminator
 from .encoder import DomainGuidedEncoder

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import DiscriminatorConfig
+from .config import DiscriminatorConfig
 from .layers import LRELU_SLOPE, Blur, DenseLayer, EqualConv2d, conv_downsample
 
 

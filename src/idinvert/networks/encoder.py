@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import EncoderConfig
+from .config import EncoderConfig
 from .derived import derived
 from .layers import LRELU_SLOPE, BiasHolder
 

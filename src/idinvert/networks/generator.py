@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import GeneratorConfig
 from .base import NOISE_MODES, CodeGenerator
+from .config import GeneratorConfig
 from .derived import derived
 from .layers import (LRELU_SLOPE, Blur, DenseLayer, WeightHolder, instance_norm, pixel_norm, upsample_conv,
                      upsample_kernel)

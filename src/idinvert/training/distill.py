@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import DiscriminatorConfig, GeneratorConfig
 from ..errors import ConfigError
 from ..metrics.lpips import load_lpips
 from ..networks import GENERATOR_KINDS, CodeGenerator, Discriminator, StyleGAN2Config
+from ..networks.config import DiscriminatorConfig, GeneratorConfig
 from ..parallel import Distributed, broadcast_state, global_mean
 from .common import ema_beta, ema_update, load_trainer_state, r1_penalty, trainer_state, update
 from .data import seeded

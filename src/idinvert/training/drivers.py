@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from ..config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, from_dict
 from ..datasets import ImageDataset, ImageDatasets
 from ..errors import CheckpointError
 from ..fileio import json_ready
 from ..images import make_grid, save_image
 from ..networks import GENERATOR_KINDS, Discriminator, StyleGAN2Discriminator, StyleGAN2Generator
+from ..networks.config import DiscriminatorConfig, EncoderConfig, GeneratorConfig, from_dict
 from ..pack import ModelPack, copy_pack, load_pack, save_pack
 from ..parallel import Distributed
 from ..perceptual import default_perceptual_config

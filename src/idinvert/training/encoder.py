@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import EncoderConfig
 from ..errors import ConfigError
 from ..networks import CodeGenerator, Discriminator, DomainGuidedEncoder, VGG16Features
+from ..networks.config import EncoderConfig
 from ..parallel import Distributed, broadcast_state
 from .common import load_trainer_state, r1_penalty, trainer_state, update
 from .data import seeded

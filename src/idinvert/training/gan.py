@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import DiscriminatorConfig, GeneratorConfig
 from ..fileio import json_ready
 from ..images import make_grid, save_image
 from ..networks import Discriminator, StyleGANGenerator
+from ..networks.config import DiscriminatorConfig, GeneratorConfig
 from ..parallel import Distributed, broadcast_state, global_mean
 from .common import GAN_STATE, ema_beta, ema_update, load_trainer_state, r1_penalty, trainer_state, update
 from .data import BatchSampler, load_batch, seeded

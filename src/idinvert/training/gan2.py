@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..config import from_dict
 from ..datasets import ImageDataset
 from ..errors import ConfigError
 from ..fileio import json_ready
 from ..images import make_grid, save_image
 from ..networks import StyleGAN2Config, StyleGAN2Discriminator, StyleGAN2Generator
+from ..networks.config import from_dict
 from ..pack import save_pack
 from ..parallel import Distributed, broadcast_state, global_mean
 from ..perceptual import default_perceptual_config

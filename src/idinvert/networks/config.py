@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Type, TypeVar
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..safety import check_float, check_int
 
 T = TypeVar("T")
 
@@ -41,8 +42,6 @@ def check_fields(config: Any, ints: dict[str, tuple[int, int]], floats: dict[str
                  bools: tuple[str, ...] = ()) -> None:
     """Each named field a whole number / finite number in its range or a bool, else a ConfigError
     naming the configuration and the field (a crafted config.json gets one line, not a traceback)."""
-    from .safety import check_float, check_int
-
     name = type(config).__name__
     for field_name, (low, high) in ints.items():
         check_int(getattr(config, field_name), f"{name}.{field_name}", low, high)
