@@ -20,6 +20,8 @@ from PIL import Image
 
 from conftest import shared_data, shared_test_photos, tiny_networks
 from idinvert import align as A
+from idinvert.align import models as align_models
+from idinvert.align.geometry import apply_matrix
 from idinvert.cli import main
 from idinvert.errors import CheckpointError, ConfigError, IdinvertError, ImageError
 from idinvert.images import open_image, tensor_to_pil
@@ -102,7 +104,7 @@ def test_framing_round_trip_presets_and_errors():
 
 
 def _mean_face(size: float = 200.0) -> np.ndarray:
-    record = json.loads((Path(A.__file__).parent / "assets" / "framing_utkface.json").read_text())
+    record = json.loads((Path(A.__file__).parents[1] / "assets" / "framing_utkface.json").read_text())
     return np.array(record["mean_landmarks"]) * size
 
 
@@ -112,7 +114,7 @@ def test_similarity_fit_undoes_a_known_transform():
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]) * scale
     landmarks = _mean_face(1.0) @ rot.T * 256 + shift  # a template-shaped face, turned, scaled and moved
     matrix = A.alignment_matrix(landmarks, framing)
-    assert np.allclose(A._apply(matrix, landmarks), _mean_face(256.0), atol=0.05)
+    assert np.allclose(apply_matrix(matrix, landmarks), _mean_face(256.0), atol=0.05)
     assert _rotation_degrees(matrix) == pytest.approx(-23.0, abs=0.01)
     assert A.FaceAlignment(A.DetectedFace(landmarks, (0, 0, 1, 1), "hog", 1.0), framing, matrix,
                            (800, 600)).scale == pytest.approx(scale, rel=1e-3)
@@ -141,7 +143,7 @@ def test_missing_dlib_or_model_says_how_to_install(monkeypatch):
         A.check_alignment_available()
     monkeypatch.undo()
     pytest.importorskip("dlib")
-    monkeypatch.setattr(A, "dlib_model_file", lambda name: None)
+    monkeypatch.setattr(align_models, "dlib_model_file", lambda name: None)
     with pytest.raises(CheckpointError, match="face_recognition_models==0.3.0"):
         A.check_alignment_available()
 
