@@ -18,6 +18,8 @@
 5. **Fig. 3** — precision–recall of attributes read off the codes (``codes.boundary_projection``)
    against ground-truth labels, or the predictor's labels of the real photos.
 
+Each part is a small function of one ``Evaluation`` (the shared context), registered under its key in
+``results.json`` (``PARTS``, in the order they run: the registry of stylegan2-ada's ``metric_main``).
 Every expensive part goes through a ``cache.Cache`` under a fingerprint of everything it depends on
 (pack weights, images, settings), so an interrupted run resumes where it stopped and parts
 shared between tables (the in-domain codes of Table 1 and of λ_dom = 2) run once. The library
@@ -26,6 +28,7 @@ never touches paths: the command line supplies a cache backed by the output fold
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
@@ -36,6 +39,7 @@ from ..attributes import boundary_sign
 from ..attributes.predictor import EDIT_NAMES, AttributePredictor
 from ..boundaries import Boundary
 from ..engine.inversion import InversionConfig, invert
+from ..engine.refine import RefineConfig
 from ..engine.tuned import synthesize
 from ..errors import ConfigError, IdinvertError
 from ..metrics.fid import GaussianStatistics
@@ -47,6 +51,7 @@ from .editquality import attribute_scores, edit_quality, latent_editing_consiste
 from .labels import binarize, labels_from_rows, predictor_labels
 from .ranking import precision_recall_curve
 from .reconstruction import PairScores, available_pair_metrics, pair_metrics
+from .refinement import pti_comparison
 
 METHOD_KINDS = ("conventional", "encoder", "mse", "in-domain")
 METRIC_SKIPS = ("fid", "swd", "lpips", "id")  # metrics that --skip can leave out
@@ -169,14 +174,16 @@ class EvaluationResult:
     boundaries: dict[str, Boundary] = field(default_factory=dict)
     directions: dict[str, Boundary] = field(default_factory=dict)
 
-
 class Evaluation:
     """One evaluation run (see the module docstring).
 
     images ``[N, 3, R, R]`` in [-1, 1] at the pack's resolution; ``label_rows`` one dict per image
     (ground-truth labels, optional); ``predictor``/``boundaries`` enable the attribute parts;
-    ``directions`` (label-free, ``load_pack_directions``) join the edit-quality part;
+    ``directions`` (label-free, ``ModelPack.directions``) join the edit-quality part;
     ``feature_extractor`` replaces the Inception of FID (tests).
+
+    It is the context every part (``PARTS``) measures with: the images, the cache, the inversions, the
+    real set of FID/SWD, and what earlier parts left (``methods``, ``codes``, ``notes``).
     """
 
     def __init__(self, pack, images: torch.Tensor, config: EvaluationConfig = EvaluationConfig(), *,
@@ -202,7 +209,8 @@ class Evaluation:
         self.feature_extractor = feature_extractor
         self.log = log or (lambda message: None)
         self.notes: list[str] = []
-        self.codes: dict[str, torch.Tensor] = {}
+        self.methods: list[MethodSpec] = []  # the Table 1 rows this pack can run (set by run)
+        self.codes: dict[str, torch.Tensor] = {}  # method key → [N, L, C] inverted codes (set by table1)
         self._inversions: dict[str, dict[str, Any]] = {}  # inversion fingerprint → cached entry
         self._reference: RealReference | None = None
         self._warmed = False
@@ -213,8 +221,6 @@ class Evaluation:
                                   label_rows)
         self.identity = config.uses("id") and self._identity_available()
 
-    # -- helpers -------------------------------------------------------------------------------------
-
     def _identity_available(self) -> bool:
         try:
             require_dlib()
@@ -223,7 +229,7 @@ class Evaluation:
             return False
         return True
 
-    def _cached(self, key: str, fingerprint: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def cached(self, key: str, fingerprint: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         value = self.cache.load(key, fingerprint)
         if value is not None:
             self.log(f"{key}: reused from an earlier run")
@@ -232,7 +238,7 @@ class Evaluation:
         self.cache.store(key, fingerprint, value)
         return value
 
-    def _synthesize(self, codes: torch.Tensor) -> Iterator[torch.Tensor]:
+    def images_of(self, codes: torch.Tensor) -> Iterator[torch.Tensor]:
         """Images of codes ``[M, L, C]`` in batches, clipped to [-1, 1], on the pack's device."""
         for chunk in codes.split(self.config.metric_batch):
             yield synthesize(self.pack.generator, chunk, batch_size=self.config.metric_batch).clamp(-1, 1)
@@ -246,7 +252,7 @@ class Evaluation:
         key = f"invert-{config.method}-{fp[:12]}"
 
         def compute() -> dict[str, Any]:
-            self._warm_up()
+            self.warm_up()
             bs = self.config.batch_size
             steps = config.steps if config.optimises else 0
             with self.progress(desc, ((self.n + bs - 1) // bs) * steps) as bar:
@@ -257,12 +263,12 @@ class Evaluation:
                     "seconds_per_image": result.seconds / self.n, "device": str(self.pack.device),
                     "batch_size": bs, "steps": steps, "fingerprint": fp}
 
-        entry = self._cached(key, fp, compute)
+        entry = self.cached(key, fp, compute)
         entry["fingerprint"] = fp
         self._inversions[fp] = entry
         return entry
 
-    def _warm_up(self) -> None:
+    def warm_up(self) -> None:
         """One untimed step on one image first, so that no row's time includes one-off set-up
         (CUDA context, cuDNN autotuning, lazy allocations)."""
         if self._warmed:
@@ -288,7 +294,7 @@ class Evaluation:
                     s = ref.real_stats
                     return {"count": s.count, "mean": s.mean, "scatter": s.scatter, "features": ref.real_features}
 
-                entry = self._cached("real-statistics", fp, compute)
+                entry = self.cached("real-statistics", fp, compute)
                 stats = GaussianStatistics()
                 stats.count = int(entry["count"])
                 stats.mean, stats.scatter = entry["mean"].double(), entry["scatter"].double()
@@ -298,7 +304,7 @@ class Evaluation:
                                             real_stats=stats, real_features=features)
         return self._reference
 
-    def _compare(self, batches: Iterator[torch.Tensor]) -> dict[str, Any]:
+    def compare(self, batches: Iterator[torch.Tensor]) -> dict[str, Any]:
         ref = self.reference()
         assert ref is not None
         session = ref.comparison()
@@ -306,46 +312,17 @@ class Evaluation:
             session.update(batch)
         return session.compute().to_dict()
 
-    # -- the parts ------------------------------------------------------------------------------------
-
-    def run(self) -> EvaluationResult:
-        c = self.config
-        methods, notes = table1_methods(self.pack, c)
-        self.notes.extend(notes)
-        if not methods:
-            raise ConfigError("none of the chosen --methods can run with this pack")
-        results: dict[str, Any] = {"format": RESULTS_FORMAT, "version": 1,
-                                   "images": {"count": self.n, "resolution": self.pack.resolution},
-                                   "settings": {**asdict(c), "skip": sorted(c.skip)}}
-        rows = []
-        for spec in methods:
-            entry = self.invert(spec.config, f"Table 1: {spec.label}")
-            self.codes[spec.key] = entry["codes"]
-            rows.append(self.table1_row(spec, entry))
-        results["table1"] = {"rows": rows, "count": self.n}
-        pairs = random_pairs(self.n, c.pairs, generator=torch.Generator().manual_seed(c.seed))
-        results["table2"] = {"interpolation": self.interpolation(methods, pairs),
-                             "manipulation": self.manipulation(methods)}
-        results["ablation"] = self.ablation(pairs)
-        results["edit_quality"] = self.edit_quality(methods)
-        results["attribute_pr"] = self.attribute_pr(methods)
-        if c.refine_steps > 0:
-            results["pti"] = self.pti(methods)
-        results["notes"] = list(self.notes)
-        return EvaluationResult(results=results, codes=dict(self.codes), methods=methods, pairs=pairs,
-                                boundaries=dict(self.boundaries), directions=dict(self.directions))
-
-    def _pair_names(self, identity: bool) -> tuple[str, ...]:
+    def pair_names(self, identity: bool) -> tuple[str, ...]:
         return available_pair_metrics(self.pack.resolution, lpips=self.config.uses("lpips"), identity=identity)
 
     def reconstruction(self, codes: torch.Tensor, *, identity: bool, distances: bool, desc: str) -> dict[str, Any]:
         """Paired metrics of G(codes) against the images, and FID/SWD when ``distances``."""
-        names = self._pair_names(identity)
+        names = self.pair_names(identity)
         scores = PairScores()
         ref = self.reference() if distances else None
         session: SetComparison | None = ref.comparison() if ref is not None else None
         with self.progress(desc, self.n) as bar:
-            for lo, fake in zip(range(0, self.n, self.config.metric_batch), self._synthesize(codes)):
+            for lo, fake in zip(range(0, self.n, self.config.metric_batch), self.images_of(codes)):
                 real = self.images[lo:lo + fake.shape[0]].to(fake.device)
                 for name, values in pair_metrics(real, fake, names).items():
                     scores.add(name, values)
@@ -357,249 +334,328 @@ class Evaluation:
             out["distribution"] = session.compute().to_dict()
         return out
 
-    def table1_row(self, spec: MethodSpec, entry: dict[str, Any]) -> dict[str, Any]:
+    @functools.cached_property
+    def pairs(self) -> torch.Tensor:
+        """``[P, 2]`` random pairs of images (seeded by the config), for the interpolation columns."""
+        return random_pairs(self.n, self.config.pairs, generator=torch.Generator().manual_seed(self.config.seed))
+
+    def run(self) -> EvaluationResult:
+        """Every registered part (``PARTS``) in turn, on this context."""
         c = self.config
-        fp = digest("table1", DISTANCES_VERSION, entry["fingerprint"], self.identity, sorted(c.skip), c.seed,
-                    c.metric_batch, self.feature_extractor is None)
-        measured = self._cached(f"table1-{spec.key}", fp, lambda: self.reconstruction(
-            entry["codes"], identity=self.identity, distances=True, desc=f"Table 1 metrics: {spec.label}"))
-        return {"key": spec.key, "label": spec.label, "method": spec.config.method, "steps": entry["steps"],
-                "seconds_per_image": entry["seconds_per_image"], "device": entry["device"],
-                "batch_size": entry["batch_size"], **measured}
+        self.methods, notes = table1_methods(self.pack, c)
+        self.notes.extend(notes)
+        if not self.methods:
+            raise ConfigError("none of the chosen --methods can run with this pack")
+        results: dict[str, Any] = {"format": RESULTS_FORMAT, "version": 1,
+                                   "images": {"count": self.n, "resolution": self.pack.resolution},
+                                   "settings": {**asdict(c), "skip": sorted(c.skip)}}
+        for key, measure in PARTS.items():
+            value = measure(self)
+            if value is not None:
+                results[key] = value
+        results["notes"] = list(self.notes)
+        return EvaluationResult(results=results, codes=dict(self.codes), methods=self.methods, pairs=self.pairs,
+                                boundaries=dict(self.boundaries), directions=dict(self.directions))
 
-    def _table2_methods(self, methods: list[MethodSpec]) -> list[MethodSpec]:
-        mse = [m for m in methods if m.config.method == "mse"]
-        chosen = [max(mse, key=lambda m: m.config.steps)] if mse else []
-        return chosen + [m for m in methods if m.config.method == "in-domain"]
 
-    def _distances_note(self, part: str) -> dict[str, Any] | None:
-        if not self.config.uses(part):
-            return {"skipped": f"--skip {part}"}
-        if not (self.config.uses("fid") or self.config.uses("swd")):
-            return {"skipped": "both FID and SWD are skipped"}
+# --- the parts: results key → a function of the evaluation, in the order they run (stylegan2-ada's metric_main) ---
+
+Part = Callable[[Evaluation], "dict[str, Any] | None"]
+PARTS: dict[str, Part] = {}
+
+
+def part(key: str) -> Callable[[Part], Part]:
+    """Register a part under its ``results.json`` key (None from a part: nothing to report)."""
+    def register(measure: Part) -> Part:
+        PARTS[key] = measure
+        return measure
+    return register
+
+
+@part("table1")
+def table1(ev: Evaluation) -> dict[str, Any]:
+    """Table 1: every method inverts the images; reconstruction metrics and time per image."""
+    rows = []
+    for spec in ev.methods:
+        entry = ev.invert(spec.config, f"Table 1: {spec.label}")
+        ev.codes[spec.key] = entry["codes"]
+        rows.append(table1_row(ev, spec, entry))
+    return {"rows": rows, "count": ev.n}
+
+
+@part("table2")
+def table2(ev: Evaluation) -> dict[str, Any]:
+    """Table 2: interpolation and manipulation FID/SWD."""
+    return {"interpolation": interpolation(ev), "manipulation": manipulation(ev)}
+
+
+@part("ablation")
+def ablation(ev: Evaluation) -> dict[str, Any]:
+    """Fig. 9: in-domain inversion with each λ_dom, its reconstruction against its interpolation."""
+    c = ev.config
+    if not c.uses("ablation"):
+        return {"skipped": "--skip ablation"}
+    if ev.pack.encoder is None:
+        ev.notes.append("λ_dom ablation skipped: the pack has no encoder")
+        return {"skipped": "the pack has no encoder"}
+    interpolate = c.uses("interpolation") and (c.uses("fid") or c.uses("swd"))
+    rows = []
+    for value in c.lambda_dom_ablation:
+        config = InversionConfig(method="in-domain", steps=c.steps, lr=c.lr, lambda_dom=value)
+        entry = ev.invert(config, f"ablation: λ_dom = {value:g}")
+        fp = digest("ablation", entry["fingerprint"], sorted(c.skip), c.seed, ev.feature_extractor is None)
+        measured = ev.cached(f"ablation-{fp[:12]}", fp, lambda: ev.reconstruction(
+            entry["codes"], identity=False, distances=False, desc=f"ablation metrics: λ_dom = {value:g}"))
+        row = {"lambda_dom": value, "seconds_per_image": entry["seconds_per_image"], **measured}
+        if interpolate:
+            row["interpolation"] = interpolation_distance(ev, entry["codes"], ev.pairs, f"λ_dom = {value:g}")
+        rows.append(row)
+    return {"steps": c.steps, "pairs": ev.pairs.shape[0] if interpolate else 0, "rows": rows}
+
+
+@part("edit_quality")
+def edits(ev: Evaluation) -> dict[str, Any]:
+    """Edit quality of every boundary and direction, for the in-domain and the MSE codes side by side."""
+    c = ev.config
+    if not c.uses("edits"):
+        return {"skipped": "--skip edits"}
+    edits = {"attributes": ev.boundaries, "directions": ev.directions if c.uses("directions") else {}}
+    if not any(edits.values()):
+        ev.notes.append("edit quality skipped: the pack has no boundaries or directions")
+        return {"skipped": "the pack has no boundaries or directions"}
+    specs = table2_methods(ev.methods)
+    if not specs:
+        ev.notes.append("edit quality skipped: it compares the in-domain and MSE codes, which --methods left out")
+        return {"skipped": "no in-domain or MSE codes"}
+    if ev.predictor is None:
+        ev.notes.append("edit quality: attribute changes left out (the pack has no attribute predictor)")
+    lec = c.uses("lec")
+    out: dict[str, Any] = {"distances": sorted(c.edit_distances), "methods": {s.key: s.label for s in specs},
+                           "lec": ({"distance": c.edit_distance, "count": min(c.lec_count, ev.n)} if lec
+                                   else {"skipped": "--skip lec"}),
+                           "attributes": {}, "directions": {}}
+    for kind, named in edits.items():
+        for name, boundary in named.items():
+            output = boundary_output(name, boundary) if kind == "attributes" else None
+            if ev.predictor is not None and output is not None and output not in ev.predictor.names:
+                ev.notes.append(f"edit quality of {name!r}: the predictor has no output {output!r}")
+                output = None
+            out[kind][name] = {spec.key: one_edit_quality(ev, spec, kind, name, boundary, output) for spec in specs}
+    return out
+
+
+@part("attribute_pr")
+def attribute_pr(ev: Evaluation) -> dict[str, Any]:
+    """Fig. 3: precision–recall of each attribute read off the codes, against labels or the predictor."""
+    skipped = _attribute_note(ev, "pr", need_predictor=False)
+    if skipped:
+        return skipped
+    outputs = {name: boundary_output(name, b) for name, b in ev.boundaries.items()}
+    truth = labels_from_rows(ev.label_rows, set(outputs.values())) if ev.label_rows else {}
+    out: dict[str, Any] = {"attributes": {}}
+    for name, boundary in ev.boundaries.items():
+        output, direction = outputs[name], boundary_sign(name)
+        if output in truth:
+            labels, threshold = binarize(output, truth[output])
+            source = "ground truth"
+        elif ev.predictor is not None and output in ev.predictor.names:
+            predicted = _real_predictions(ev)[:, ev.predictor.names.index(output)]
+            labels, threshold = predictor_labels(output, predicted)
+            source = "predictor"
+        else:
+            ev.notes.append(f"Fig. 3 for {name!r}: no labels for {output!r} and no predictor output; skipped")
+            continue
+        known = ~torch.isnan(labels)
+        entry: dict[str, Any] = {"output": output, "label_source": source, "threshold": threshold,
+                                 "count": int(known.sum()), "positives": int(labels[known].sum()), "methods": {}}
+        for spec in ev.methods:
+            scores = direction * boundary_projection(ev.codes[spec.key][known], boundary)
+            entry["methods"][spec.key] = precision_recall_curve(scores, labels[known]).to_dict()
+        if entry["positives"] in (0, entry["count"]):
+            ev.notes.append(f"Fig. 3 for {name!r}: all {entry['count']} images have the same label; AP undefined")
+        out["attributes"][name] = entry
+    return out
+
+
+@part("pti")
+def pti(ev: Evaluation) -> dict[str, Any] | None:
+    """Pivotal tuning from the in-domain and the MSE pivots: reconstruction and ±d edits, tuned vs not
+    (with ``refine_steps`` > 0)."""
+    c = ev.config
+    if c.refine_steps <= 0:
         return None
+    specs = table2_methods(ev.methods)
+    config = RefineConfig(steps=c.refine_steps)
+    boundaries = {}
+    for name, boundary in ev.boundaries.items():
+        output = boundary_output(name, boundary)
+        known = ev.predictor is not None and output in ev.predictor.names
+        boundaries[name] = (boundary, boundary_layers(boundary, ev.pack.code_shape[0]),
+                            output if known else None, boundary_sign(name))
 
-    def interpolation(self, methods: list[MethodSpec], pairs: torch.Tensor) -> dict[str, Any]:
-        skipped = self._distances_note("interpolation")
-        if skipped:
-            return skipped
-        out: dict[str, Any] = {"pairs": pairs.shape[0], "methods": {}}
-        for spec in self._table2_methods(methods):
-            out["methods"][spec.key] = self.interpolation_distance(self.codes[spec.key], pairs, spec.label)
-        return out
+    def cached(key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        fp = digest("pti", 1, tensor_digest(ev.codes[key]), ev.data_digest, ev.pack_digest, ev.attr_digest,
+                    asdict(config), c.refine_batch, c.edit_distance, ev.identity, sorted(c.skip), c.seed)
+        return ev.cached(f"pti-{key}", fp, compute)
 
-    def interpolation_distance(self, codes: torch.Tensor, pairs: torch.Tensor, label: str) -> dict[str, Any]:
-        c = self.config
-        fp = digest("interpolation", DISTANCES_VERSION, tensor_digest(codes), tensor_digest(pairs), self.data_digest,
-                    sorted(c.skip), c.seed, self.feature_extractor is None)
+    return pti_comparison(ev.pack, ev.images, {s.key: (s.label, ev.codes[s.key]) for s in specs}, config,
+                          pair_names=ev.pair_names(ev.identity), boundaries=boundaries,
+                          predictor=ev.predictor, distance=c.edit_distance, batch_size=c.refine_batch,
+                          metric_batch=c.metric_batch, lpips=c.uses("lpips") and ev.pack.resolution >= 32,
+                          identity=ev.identity, seed=c.seed, progress=ev.progress, cached=cached)
 
-        def compute() -> dict[str, Any]:
-            with self.progress(f"interpolation: {label}", pairs.shape[0]) as bar:
-                def batches():
-                    for batch in self._synthesize(midpoints(codes, pairs)):
+
+# --- what the parts share ------------------------------------------------------------------------------
+
+def table1_row(ev: Evaluation, spec: MethodSpec, entry: dict[str, Any]) -> dict[str, Any]:
+    """One method's row: paired metrics and FID/SWD of its reconstructions, with its time per image."""
+    c = ev.config
+    fp = digest("table1", DISTANCES_VERSION, entry["fingerprint"], ev.identity, sorted(c.skip), c.seed,
+                c.metric_batch, ev.feature_extractor is None)
+    measured = ev.cached(f"table1-{spec.key}", fp, lambda: ev.reconstruction(
+        entry["codes"], identity=ev.identity, distances=True, desc=f"Table 1 metrics: {spec.label}"))
+    return {"key": spec.key, "label": spec.label, "method": spec.config.method, "steps": entry["steps"],
+            "seconds_per_image": entry["seconds_per_image"], "device": entry["device"],
+            "batch_size": entry["batch_size"], **measured}
+
+
+def table2_methods(methods: list[MethodSpec]) -> list[MethodSpec]:
+    """The methods of Table 2 and the edit parts: the MSE baseline with the most steps, and in-domain inversion."""
+    mse = [m for m in methods if m.config.method == "mse"]
+    chosen = [max(mse, key=lambda m: m.config.steps)] if mse else []
+    return chosen + [m for m in methods if m.config.method == "in-domain"]
+
+
+def _distances_note(ev: Evaluation, which: str) -> dict[str, Any] | None:
+    if not ev.config.uses(which):
+        return {"skipped": f"--skip {which}"}
+    if not (ev.config.uses("fid") or ev.config.uses("swd")):
+        return {"skipped": "both FID and SWD are skipped"}
+    return None
+
+
+def interpolation(ev: Evaluation) -> dict[str, Any]:
+    """Table 2, interpolation: FID/SWD of the midpoints of random pairs of inverted codes."""
+    skipped = _distances_note(ev, "interpolation")
+    if skipped:
+        return skipped
+    out: dict[str, Any] = {"pairs": ev.pairs.shape[0], "methods": {}}
+    for spec in table2_methods(ev.methods):
+        out["methods"][spec.key] = interpolation_distance(ev, ev.codes[spec.key], ev.pairs, spec.label)
+    return out
+
+
+def interpolation_distance(ev: Evaluation, codes: torch.Tensor, pairs: torch.Tensor, label: str) -> dict[str, Any]:
+    c = ev.config
+    fp = digest("interpolation", DISTANCES_VERSION, tensor_digest(codes), tensor_digest(pairs), ev.data_digest,
+                sorted(c.skip), c.seed, ev.feature_extractor is None)
+
+    def compute() -> dict[str, Any]:
+        with ev.progress(f"interpolation: {label}", pairs.shape[0]) as bar:
+            def batches():
+                for batch in ev.images_of(midpoints(codes, pairs)):
+                    bar.update(batch.shape[0])
+                    yield batch
+            return ev.compare(batches())
+
+    return ev.cached(f"interpolation-{fp[:12]}", fp, compute)
+
+
+def manipulation(ev: Evaluation) -> dict[str, Any]:
+    """Table 2, manipulation: FID/SWD of the codes moved by ±d along each boundary."""
+    skipped = _distances_note(ev, "manipulation")
+    if skipped:
+        return skipped
+    if not ev.boundaries:
+        ev.notes.append("manipulation column skipped: the pack has no boundaries")
+        return {"skipped": "the pack has no boundaries"}
+    c = ev.config
+    d = c.edit_distance
+    out: dict[str, Any] = {"distance": d, "boundaries": sorted(ev.boundaries), "methods": {}}
+    for spec in table2_methods(ev.methods):
+        codes = ev.codes[spec.key]
+        fp = digest("manipulation", DISTANCES_VERSION, tensor_digest(codes), ev.attr_digest, ev.data_digest, d,
+                    sorted(c.skip), c.seed, ev.feature_extractor is None)
+
+        def compute(codes=codes, spec=spec) -> dict[str, Any]:
+            ref = ev.reference()
+            pooled = ref.comparison()
+            per_boundary = {}
+            with ev.progress(f"manipulation: {spec.label}", 2 * ev.n * len(ev.boundaries)) as bar:
+                for name, boundary in ev.boundaries.items():
+                    session = ref.comparison()
+                    edited = manipulation_codes(codes, boundary, (-d, d)).flatten(0, 1)  # [2N, L, C]
+                    for batch in ev.images_of(edited):
+                        features = ref.features(batch) if ref.uses_fid else None
+                        session.update(batch, features)
+                        pooled.update(batch, features)
                         bar.update(batch.shape[0])
-                        yield batch
-                return self._compare(batches())
+                    per_boundary[name] = session.compute().to_dict()
+            return {"all": pooled.compute().to_dict(), "per_boundary": per_boundary}
 
-        return self._cached(f"interpolation-{fp[:12]}", fp, compute)
+        out["methods"][spec.key] = ev.cached(f"manipulation-{spec.key}", fp, compute)
+    return out
 
-    def manipulation(self, methods: list[MethodSpec]) -> dict[str, Any]:
-        skipped = self._distances_note("manipulation")
-        if skipped:
-            return skipped
-        if not self.boundaries:
-            self.notes.append("manipulation column skipped: the pack has no boundaries")
-            return {"skipped": "the pack has no boundaries"}
-        c = self.config
-        d = c.edit_distance
-        out: dict[str, Any] = {"distance": d, "boundaries": sorted(self.boundaries), "methods": {}}
-        for spec in self._table2_methods(methods):
-            codes = self.codes[spec.key]
-            fp = digest("manipulation", DISTANCES_VERSION, tensor_digest(codes), self.attr_digest, self.data_digest, d,
-                        sorted(c.skip), c.seed, self.feature_extractor is None)
 
-            def compute(codes=codes, spec=spec) -> dict[str, Any]:
-                ref = self.reference()
-                pooled = ref.comparison()
-                per_boundary = {}
-                with self.progress(f"manipulation: {spec.label}", 2 * self.n * len(self.boundaries)) as bar:
-                    for name, boundary in self.boundaries.items():
-                        session = ref.comparison()
-                        edited = manipulation_codes(codes, boundary, (-d, d)).flatten(0, 1)  # [2N, L, C]
-                        for batch in self._synthesize(edited):
-                            features = ref.features(batch) if ref.uses_fid else None
-                            session.update(batch, features)
-                            pooled.update(batch, features)
-                            bar.update(batch.shape[0])
-                        per_boundary[name] = session.compute().to_dict()
-                return {"all": pooled.compute().to_dict(), "per_boundary": per_boundary}
+def _attribute_note(ev: Evaluation, which: str, need_predictor: bool) -> dict[str, Any] | None:
+    title = {"edits": "edit quality", "pr": "Fig. 3 (attributes from codes)"}[which]
+    if not ev.config.uses(which):
+        return {"skipped": f"--skip {which}"}
+    if not ev.boundaries:
+        ev.notes.append(f"{title} skipped: the pack has no boundaries")
+        return {"skipped": "the pack has no boundaries"}
+    if need_predictor and ev.predictor is None:
+        ev.notes.append(f"{title} skipped: the pack has no attribute predictor")
+        return {"skipped": "the pack has no attribute predictor"}
+    return None
 
-            out["methods"][spec.key] = self._cached(f"manipulation-{spec.key}", fp, compute)
-        return out
 
-    def ablation(self, pairs: torch.Tensor) -> dict[str, Any]:
-        c = self.config
-        if not c.uses("ablation"):
-            return {"skipped": "--skip ablation"}
-        if self.pack.encoder is None:
-            self.notes.append("λ_dom ablation skipped: the pack has no encoder")
-            return {"skipped": "the pack has no encoder"}
-        interpolate = c.uses("interpolation") and (c.uses("fid") or c.uses("swd"))
-        rows = []
-        for value in c.lambda_dom_ablation:
-            config = InversionConfig(method="in-domain", steps=c.steps, lr=c.lr, lambda_dom=value)
-            entry = self.invert(config, f"ablation: λ_dom = {value:g}")
-            fp = digest("ablation", entry["fingerprint"], sorted(c.skip), c.seed, self.feature_extractor is None)
-            measured = self._cached(f"ablation-{fp[:12]}", fp, lambda: self.reconstruction(
-                entry["codes"], identity=False, distances=False, desc=f"ablation metrics: λ_dom = {value:g}"))
-            row = {"lambda_dom": value, "seconds_per_image": entry["seconds_per_image"], **measured}
-            if interpolate:
-                row["interpolation"] = self.interpolation_distance(entry["codes"], pairs, f"λ_dom = {value:g}")
-            rows.append(row)
-        return {"steps": c.steps, "pairs": pairs.shape[0] if interpolate else 0, "rows": rows}
+def one_edit_quality(ev: Evaluation, spec: MethodSpec, kind: str, name: str, boundary: Boundary,
+                     output: str | None) -> dict[str, Any]:
+    """One boundary or direction on one method's codes (cached)."""
+    c = ev.config
+    codes = ev.codes[spec.key]
+    lec_count = min(c.lec_count, ev.n) if c.uses("lec") else 0
+    fp = digest("edits", 2, tensor_digest(codes), ev.attr_digest, kind, name, tensor_digest(boundary.direction),
+                boundary.layers, output, sorted(c.edit_distances), ev.identity, sorted(c.skip), lec_count,
+                c.edit_distance, asdict(spec.config), c.batch_size, c.seed)
 
-    def _attribute_note(self, part: str, need_predictor: bool) -> dict[str, Any] | None:
-        title = {"edits": "edit quality", "pr": "Fig. 3 (attributes from codes)"}[part]
-        if not self.config.uses(part):
-            return {"skipped": f"--skip {part}"}
-        if not self.boundaries:
-            self.notes.append(f"{title} skipped: the pack has no boundaries")
-            return {"skipped": "the pack has no boundaries"}
-        if need_predictor and self.predictor is None:
-            self.notes.append(f"{title} skipped: the pack has no attribute predictor")
-            return {"skipped": "the pack has no attribute predictor"}
-        return None
+    def compute() -> dict[str, Any]:
+        with ev.progress(f"edit quality: {name} ({spec.key})", ev.n) as bar:
+            q = edit_quality(ev.pack.generator, ev.predictor, codes, boundary, attribute=name,
+                             output=output, direction=boundary_sign(name) if output else 1.0,
+                             distances=c.edit_distances,
+                             layers=boundary_layers(boundary, ev.pack.code_shape[0]),
+                             lpips=c.uses("lpips") and ev.pack.resolution >= 32, identity=ev.identity,
+                             batch_size=c.metric_batch, progress=bar.update)
+        if lec_count:
+            with ev.progress(f"LEC: {name} ({spec.key})", lec_count) as bar:
+                def reinvert(images: torch.Tensor) -> torch.Tensor:
+                    result = invert(images, ev.pack, spec.config, batch_size=c.batch_size,
+                                    rng=torch.Generator().manual_seed(c.seed))
+                    bar.update(images.shape[0])
+                    return result.codes.float().cpu()
 
-    def edit_quality(self, methods: list[MethodSpec]) -> dict[str, Any]:
-        """Edit quality of every boundary and direction, for the in-domain and the MSE codes side by side."""
-        c = self.config
-        if not c.uses("edits"):
-            return {"skipped": "--skip edits"}
-        edits = {"attributes": self.boundaries, "directions": self.directions if c.uses("directions") else {}}
-        if not any(edits.values()):
-            self.notes.append("edit quality skipped: the pack has no boundaries or directions")
-            return {"skipped": "the pack has no boundaries or directions"}
-        specs = self._table2_methods(methods)
-        if not specs:
-            self.notes.append("edit quality skipped: it compares the in-domain and MSE codes, which --methods left out")
-            return {"skipped": "no in-domain or MSE codes"}
-        if self.predictor is None:
-            self.notes.append("edit quality: attribute changes left out (the pack has no attribute predictor)")
-        lec = c.uses("lec")
-        out: dict[str, Any] = {"distances": sorted(c.edit_distances), "methods": {s.key: s.label for s in specs},
-                               "lec": ({"distance": c.edit_distance, "count": min(c.lec_count, self.n)} if lec
-                                       else {"skipped": "--skip lec"}),
-                               "attributes": {}, "directions": {}}
-        for kind, named in edits.items():
-            for name, boundary in named.items():
-                output = boundary_output(name, boundary) if kind == "attributes" else None
-                if self.predictor is not None and output is not None and output not in self.predictor.names:
-                    self.notes.append(f"edit quality of {name!r}: the predictor has no output {output!r}")
-                    output = None
-                out[kind][name] = {spec.key: self._edit_quality(spec, kind, name, boundary, output) for spec in specs}
-        return out
+                values, size = latent_editing_consistency(ev.pack.generator, codes[:lec_count], boundary,
+                                                          c.edit_distance, reinvert, batch_size=c.metric_batch)
+            q.lec, q.lec_relative = float(values.mean()), float(values.mean()) / max(size, 1e-12)
+            q.lec_distance, q.lec_count = c.edit_distance, lec_count
+        return q.to_dict()
 
-    def _edit_quality(self, spec: MethodSpec, kind: str, name: str, boundary: Boundary,
-                      output: str | None) -> dict[str, Any]:
-        """One boundary or direction on one method's codes (cached)."""
-        c = self.config
-        codes = self.codes[spec.key]
-        lec_count = min(c.lec_count, self.n) if c.uses("lec") else 0
-        fp = digest("edits", 2, tensor_digest(codes), self.attr_digest, kind, name, tensor_digest(boundary.direction),
-                    boundary.layers, output, sorted(c.edit_distances), self.identity, sorted(c.skip), lec_count,
-                    c.edit_distance, asdict(spec.config), c.batch_size, c.seed)
+    return ev.cached(f"edits-{kind}-{name}-{spec.key}", fp, compute)
 
-        def compute() -> dict[str, Any]:
-            with self.progress(f"edit quality: {name} ({spec.key})", self.n) as bar:
-                q = edit_quality(self.pack.generator, self.predictor, codes, boundary, attribute=name,
-                                 output=output, direction=boundary_sign(name) if output else 1.0,
-                                 distances=c.edit_distances,
-                                 layers=boundary_layers(boundary, self.pack.code_shape[0]),
-                                 lpips=c.uses("lpips") and self.pack.resolution >= 32, identity=self.identity,
-                                 batch_size=c.metric_batch, progress=bar.update)
-            if lec_count:
-                with self.progress(f"LEC: {name} ({spec.key})", lec_count) as bar:
-                    def reinvert(images: torch.Tensor) -> torch.Tensor:
-                        result = invert(images, self.pack, spec.config, batch_size=c.batch_size,
-                                        rng=torch.Generator().manual_seed(c.seed))
-                        bar.update(images.shape[0])
-                        return result.codes.float().cpu()
 
-                    values, size = latent_editing_consistency(self.pack.generator, codes[:lec_count], boundary,
-                                                              c.edit_distance, reinvert, batch_size=c.metric_batch)
-                q.lec, q.lec_relative = float(values.mean()), float(values.mean()) / max(size, 1e-12)
-                q.lec_distance, q.lec_count = c.edit_distance, lec_count
-            return q.to_dict()
+def _real_predictions(ev: Evaluation) -> torch.Tensor:
+    fp = digest("predictions", ev.data_digest, ev.attr_digest)
 
-        return self._cached(f"edits-{kind}-{name}-{spec.key}", fp, compute)
+    def compute() -> dict[str, Any]:
+        scores = []
+        with torch.no_grad():
+            for batch in ev.images.split(ev.config.metric_batch):
+                scores.append(attribute_scores(ev.predictor, batch.to(ev.pack.device)))
+        return {"scores": torch.cat(scores)}
 
-    def pti(self, methods: list[MethodSpec]) -> dict[str, Any]:
-        """Pivotal tuning from the in-domain and the MSE pivots: reconstruction and ±d edits, tuned vs not."""
-        from ..engine.refine import RefineConfig
-        from .refinement import pti_comparison
-
-        c = self.config
-        specs = self._table2_methods(methods)
-        config = RefineConfig(steps=c.refine_steps)
-        boundaries = {}
-        for name, boundary in self.boundaries.items():
-            output = boundary_output(name, boundary)
-            known = self.predictor is not None and output in self.predictor.names
-            boundaries[name] = (boundary, boundary_layers(boundary, self.pack.code_shape[0]),
-                                output if known else None, boundary_sign(name))
-
-        def cached(key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-            fp = digest("pti", 1, tensor_digest(self.codes[key]), self.data_digest, self.pack_digest, self.attr_digest,
-                        asdict(config), c.refine_batch, c.edit_distance, self.identity, sorted(c.skip), c.seed)
-            return self._cached(f"pti-{key}", fp, compute)
-
-        return pti_comparison(self.pack, self.images, {s.key: (s.label, self.codes[s.key]) for s in specs}, config,
-                              pair_names=self._pair_names(self.identity), boundaries=boundaries,
-                              predictor=self.predictor, distance=c.edit_distance, batch_size=c.refine_batch,
-                              metric_batch=c.metric_batch, lpips=c.uses("lpips") and self.pack.resolution >= 32,
-                              identity=self.identity, seed=c.seed, progress=self.progress, cached=cached)
-
-    def _real_predictions(self) -> torch.Tensor:
-        fp = digest("predictions", self.data_digest, self.attr_digest)
-
-        def compute() -> dict[str, Any]:
-            scores = []
-            with torch.no_grad():
-                for batch in self.images.split(self.config.metric_batch):
-                    scores.append(attribute_scores(self.predictor, batch.to(self.pack.device)))
-            return {"scores": torch.cat(scores)}
-
-        return self._cached("real-predictions", fp, compute)["scores"]
-
-    def attribute_pr(self, methods: list[MethodSpec]) -> dict[str, Any]:
-        skipped = self._attribute_note("pr", need_predictor=False)
-        if skipped:
-            return skipped
-        outputs = {name: boundary_output(name, b) for name, b in self.boundaries.items()}
-        truth = labels_from_rows(self.label_rows, set(outputs.values())) if self.label_rows else {}
-        out: dict[str, Any] = {"attributes": {}}
-        for name, boundary in self.boundaries.items():
-            output, direction = outputs[name], boundary_sign(name)
-            if output in truth:
-                labels, threshold = binarize(output, truth[output])
-                source = "ground truth"
-            elif self.predictor is not None and output in self.predictor.names:
-                predicted = self._real_predictions()[:, self.predictor.names.index(output)]
-                labels, threshold = predictor_labels(output, predicted)
-                source = "predictor"
-            else:
-                self.notes.append(f"Fig. 3 for {name!r}: no labels for {output!r} and no predictor output; skipped")
-                continue
-            known = ~torch.isnan(labels)
-            entry: dict[str, Any] = {"output": output, "label_source": source, "threshold": threshold,
-                                     "count": int(known.sum()), "positives": int(labels[known].sum()), "methods": {}}
-            for spec in methods:
-                scores = direction * boundary_projection(self.codes[spec.key][known], boundary)
-                entry["methods"][spec.key] = precision_recall_curve(scores, labels[known]).to_dict()
-            if entry["positives"] in (0, entry["count"]):
-                self.notes.append(f"Fig. 3 for {name!r}: all {entry['count']} images have the same label; AP undefined")
-            out["attributes"][name] = entry
-        return out
+    return ev.cached("real-predictions", fp, compute)["scores"]
 
 
 def evaluate(pack, images: torch.Tensor, config: EvaluationConfig = EvaluationConfig(), **kwargs) -> EvaluationResult:
