@@ -15,7 +15,8 @@ Example (what the command does)::
 The app needs Flask (``pip install "idinvert[serve]"``).
 """
 
-from .app import ServerOptions, ServerState, create_app, default_samples, make_server
+from .app import create_app, make_server
+from .state import ServerOptions, ServerState, default_samples
 from .editor import EditParams, Editor
 
 __all__ = ["EditParams", "Editor", "ServerOptions", "ServerState", "create_app", "default_samples", "make_server"]
