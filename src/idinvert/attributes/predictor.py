@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -129,8 +130,6 @@ def crop_square(x: torch.Tensor, crop: tuple[float, float, float], size: int) ->
 def crop_between(outer, inner) -> tuple[float, float, float]:
     """The square of an image in framing ``outer`` that holds what framing ``inner`` frames
     (least-squares scale and shift between their landmark points; both are upright)."""
-    import numpy as np
-
     a = np.array([outer.eye_left, outer.eye_right, outer.mouth], dtype=np.float64)  # unit coords, outer
     b = np.array([inner.eye_left, inner.eye_right, inner.mouth], dtype=np.float64)  # same points, inner
     ac, bc = a - a.mean(0), b - b.mean(0)

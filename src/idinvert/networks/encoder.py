@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.nn.functional import all_reduce
 
 from .config import EncoderConfig
 from .derived import derived
@@ -42,8 +43,6 @@ class BatchNormLayer(nn.Module):
 
 
 def _synced_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
-    from torch.distributed.nn.functional import all_reduce
-
     count = torch.tensor([float(x.shape[0] * x.shape[2] * x.shape[3])], device=x.device)
     stats = torch.cat([x.sum(dim=(0, 2, 3)), x.square().sum(dim=(0, 2, 3)), count])
     stats = all_reduce(stats)
