@@ -375,3 +375,20 @@ def test_the_editor_tunes_in_the_queue_and_renders_faithfully_on_request(tiny_pa
         assert client.get(f"/api/session/{sid}/status").json["slots"]["a"]["faithful"] is False  # a new code
     finally:
         app.extensions["idinvert"].close()
+
+
+def test_the_pack_holds_its_own_tuning_defaults(dcgan_pack_dir, tmp_path):
+    from idinvert.engine.refine import pack_refine_config
+    from idinvert.pack import copy_pack
+
+    assert pack_refine_config(load_pack(dcgan_pack_dir)) == RefineConfig()
+    folder = tmp_path / "p"
+    copy_pack(load_pack(dcgan_pack_dir), folder)
+    update_pack(folder, config_updates={"refine": {"layers": ["convTr3", "convTr4"], "steps": 40,
+                                                    "locality_alpha": 3}})
+    config = pack_refine_config(load_pack(folder), steps=7, locality=True)
+    assert (config.layers, config.steps, config.locality, config.locality_alpha) == (("convTr3", "convTr4"), 7,
+                                                                                     True, 3.0)
+    update_pack(folder, config_updates={"refine": {"layers": "convTr3"}})
+    with pytest.raises(ConfigError, match="refine setting 'layers'"):
+        load_pack(folder).refine_settings()

@@ -163,6 +163,29 @@ class ModelPack:
             out[str(name)] = Boundary(b.direction, layers if layers is not None else b.layers, b.meta)
         return out
 
+    REFINE_KEYS = {"steps": int, "layers": list, "locality": bool, "locality_alpha": float,
+                   "lpips_threshold": float, "lr": float}
+
+    def refine_settings(self) -> dict[str, Any]:
+        """The pack's pivotal-tuning defaults (``config.json``'s ``refine``: any of steps, layers, locality,
+        locality_alpha, lpips_threshold, lr), checked for type; {} when the pack keeps PTI's own."""
+        entries = self.config.get("refine") or {}
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{self.path}/config.json: 'refine' must map settings to values")
+        out: dict[str, Any] = {}
+        for key, value in entries.items():
+            kind = self.REFINE_KEYS.get(key)
+            ok = kind is not None and (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                       if kind is float else isinstance(value, kind) and
+                                       (kind is not int or not isinstance(value, bool)))
+            if ok and kind is list:
+                ok = all(isinstance(v, str) and v for v in value)
+            if not ok:
+                raise ConfigError(f"{self.path}/config.json: refine setting {str(key)[:40]!r} is not one of "
+                                  f"{', '.join(self.REFINE_KEYS)} with the right type")
+            out[key] = tuple(value) if kind is list else kind(value)
+        return out
+
     def identity(self) -> dict[str, Any]:
         """How manifests name the pack: name, folder, resolution and code shape."""
         return {"name": self.name, "path": str(self.path) if self.path else None,

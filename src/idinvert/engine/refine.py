@@ -82,6 +82,15 @@ def refine_config(value: "str | RefineConfig | None", steps: int | None = None) 
     return config
 
 
+def pack_refine_config(pack, steps: int | None = None, **overrides) -> RefineConfig:
+    """PTI's settings with the pack's own defaults (``ModelPack.refine_settings``: e.g. which layers to
+    tune so that edits keep their strength) and then ``overrides`` and ``steps`` on top."""
+    settings = {**pack.refine_settings(), **overrides}
+    if steps is not None:
+        settings["steps"] = steps
+    return RefineConfig(**settings)
+
+
 @dataclass
 class RefineResult:
     """What tuning produced; tensors on the pack's device, images in [-1, 1]."""
