@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import os
 import tarfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,35 @@ SHARED_DATA = SHARED / "data"
 # One intra-op thread: the tests run many small tensor operations, for which one thread is faster,
 # and on a busy 2-core machine two OpenMP threads can be 100× slower than one.
 torch.set_num_threads(1)
+
+# The slow lane (`-m slow`; the fast lane is `-m "not slow"`) for test files that other work keeps
+# changing: "file::function" (every parameter of it) → why it is slow. Tests elsewhere carry
+# @pytest.mark.slow themselves. Times: one test on the shared 2-core machine under load.
+SLOW = {
+    "test_cli_apps.py::test_console_script": "the installed console script in a subprocess (6 s)",
+    "test_cli_invert.py::test_bad_image_is_one_line_and_leaves_no_output": "the CLI in a subprocess (4 s)",
+    "test_server.py::test_serve_prints_its_address_answers_there_and_cleans_up": "idinvert serve in a subprocess, "
+                                                                                  "twice (8 s)",
+    "test_refine.py::test_batched_tuning_equals_tuning_each_image_alone": "float64 tuning, batched and alone (3 × 5 s)",
+    "test_refine.py::test_edit_refines_photos_on_the_spot_and_a_wrong_pack_is_refused": "aligns and tunes (4 s)",
+    "test_photos.py::test_edit_align_pastes_edits_into_the_full_photo": "dlib, inversion and paste-back (5 s)",
+    "test_photos.py::test_demo_writes_the_page": "the whole demo (3 s)",
+    "test_default_pack.py::test_invert_a_test_photo_without_any_option": "the bundled pack's inversion (3 s)",
+    "test_gpu_check.py::test_tiny_check_runs_end_to_end_on_the_cpu": "the device check script end to end (29 s)",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    modules = {}
+    for item in items:
+        if getattr(item, "module", None) is not None:
+            modules[item.path.name] = item.module
+        if f"{item.path.name}::{getattr(item, 'originalname', item.name)}" in SLOW:
+            item.add_marker(pytest.mark.slow)
+    for key in SLOW:  # a renamed test would slip into the fast lane: say so
+        file, name = key.split("::")
+        if file in modules and not hasattr(modules[file], name):
+            warnings.warn(pytest.PytestWarning(f"tests/conftest.py SLOW names {key}, which is gone"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -160,6 +160,7 @@ def detected(dlib_ready, photos) -> list[tuple[Image.Image, A.DetectedFace]]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TEMPLATE_TOLERANCE))
 def test_redetected_eyes_land_on_the_template(detected, name):
     framing = {"utkface": A.utkface_framing(256), "ffhq": A.ffhq_framing(256),
@@ -177,6 +178,7 @@ def test_redetected_eyes_land_on_the_template(detected, name):
     assert np.median(template) <= median and template.max() <= largest, (template * 256).round(1)
 
 
+@pytest.mark.slow
 def test_no_face_is_a_one_line_error_naming_the_file(dlib_ready, tmp_path):
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8))
     flat = Image.new("RGB", (300, 200), (90, 140, 200))
@@ -191,6 +193,7 @@ def test_no_face_is_a_one_line_error_naming_the_file(dlib_ready, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_two_faces_left_to_right_and_one_by_index(dlib_ready, two_faces):
     photo = open_image(two_faces)
     faces = A.detect_faces(photo)

@@ -100,6 +100,7 @@ def test_predictor_is_trained_reported_and_in_the_pack(pack_with_predictor):
         predictor_output("sparkle", predictor)
 
 
+@pytest.mark.slow
 def test_boundary_training_and_editing_by_name(pack_with_predictor, tmp_path):
     pack_dir, _ = pack_with_predictor
     assert main(["train-boundary", "--model", str(pack_dir), "--attribute", "smile", "--samples", "300",

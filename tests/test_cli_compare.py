@@ -98,6 +98,7 @@ def test_user_errors_are_one_line_with_status_2(capsys, photo, tmp_path):
         assert err.startswith("idinvert: error: ") and err.count("\n") == 1 and needle in err
 
 
+@pytest.mark.slow
 def test_console_script(photo):
     exe = shutil.which("idinvert")
     command = [exe] if exe else [sys.executable, "-m", "idinvert"]

@@ -52,6 +52,7 @@ def log_of(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", STUDENT_ARCHS)
 def test_the_student_learns_the_teacher(arch, teacher_dir, tmp_path):
     run = tmp_path / "run"
@@ -75,6 +76,7 @@ def test_the_student_learns_the_teacher(arch, teacher_dir, tmp_path):
     assert len(list((run / "samples").glob("*.png"))) >= 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", STUDENT_ARCHS)
 def test_resume_continues_exactly_and_lpips_and_adversarial_phase_run(arch, teacher_dir, tmp_path):
     from PIL import Image
@@ -159,6 +161,7 @@ def test_train_config_records_round_trip_and_old_ones_load_a_stylegan_student():
                                                                                        32, 64, 64]
 
 
+@pytest.mark.slow
 def test_data_parallel_distillation_matches_one_process(tmp_path):
     """Two gloo processes and one process, float64, the same global batches: the same student, of
     either kind (both trained in the same processes, which saves a second start of three)."""
@@ -178,6 +181,7 @@ def test_data_parallel_distillation_matches_one_process(tmp_path):
                 assert torch.allclose(value, one[net][key], rtol=1e-6, atol=1e-7), f"{arch}: {net}.{key}"
 
 
+@pytest.mark.slow
 def test_cli_under_torchrun_writes_one_pack(teacher_dir, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

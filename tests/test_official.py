@@ -39,6 +39,7 @@ def test_generator_loads_exactly(official_files):
     assert x.shape == (1, 3, 256, 256) and x.abs().max() <= 1
 
 
+@pytest.mark.slow
 def test_encoder_and_vgg_load(official_files):
     g = load_official_generator(official_files / "styleganinv_ffhq256_generator.pth")
     e = load_official_encoder(official_files / "styleganinv_ffhq256_encoder.pth", g)
@@ -102,6 +103,7 @@ def test_foreign_and_missing_files(tmp_path):
         load_official_generator(tmp_path / "other.pth")
 
 
+@pytest.mark.slow
 def test_convert_cli_builds_a_pack_that_inverts(official_files, tmp_path):
     from idinvert.cli import main
     from idinvert.pack import load_pack

@@ -290,6 +290,7 @@ def crafted_pack(tiny_pack_dir: Path, folder: Path, **changes) -> Path:
     (dict(format_version="1"), "format_version"), (dict(format_version=1.5), "format_version"),
     (dict(generator_kind=["stylegan"]), "generator_kind"),
 ])
+@pytest.mark.slow
 def test_crafted_pack_configs_fail_before_any_network_is_built(tiny_pack_dir, tmp_path, change, expect):
     pack = crafted_pack(tiny_pack_dir, tmp_path / "pack", **change)
     a = photo(tmp_path / "a.png")
@@ -305,6 +306,7 @@ def test_a_pack_cannot_name_files_outside_itself(tiny_pack_dir, tmp_path):
         load_pack(pack)
 
 
+@pytest.mark.slow
 def test_a_small_pth_claiming_huge_widths_is_refused_before_allocation(tmp_path):
     """A stride-0 tensor stores one number but claims [512, 10⁶]: the configuration it implies is
     refused before the network (and its 2 GB of weights) would be built."""
@@ -332,6 +334,7 @@ def npy_claiming(path: Path, shape: tuple[int, ...], dtype="<f4", payload: bytes
     return path
 
 
+@pytest.mark.slow
 def test_npy_headers_are_checked_before_allocation(tiny_pack_dir, inv, boundary, tmp_path):
     crafted = tmp_path / "crafted"
     shutil.copytree(inv, crafted)
@@ -398,6 +401,7 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_decompression_bomb_is_one_line_in_the_cli(tiny_pack_dir, tmp_path):
     bomb = png_header_only(tmp_path / "bomb.png", 20000, 20000)
     result = run_limited("invert", bomb, "--model", tiny_pack_dir, "--out", tmp_path / "o", "--quiet")
@@ -455,6 +459,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_sigterm_while_writing_removes_the_staging_folder(tiny_pack_dir, inv, boundary, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
@@ -492,6 +497,7 @@ def app(editor_pack, tmp_path):
     app.extensions["idinvert"].close()
 
 
+@pytest.mark.slow
 def test_many_new_sessions_never_lock_out_a_new_tab(app):
     client = app.test_client()
     first = client.post("/api/session").json["session"]
@@ -537,6 +543,7 @@ def test_deep_or_large_json_bodies_get_a_4xx(app):
     assert r.status_code == 400
 
 
+@pytest.mark.slow
 def test_malformed_bodies_never_cause_a_server_error(app):
     client = app.test_client()
     sid = client.post("/api/session").json["session"]

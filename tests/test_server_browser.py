@@ -27,6 +27,7 @@ CHROMIUM = os.environ.get("IDINVERT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 TIMEOUT_MS = 30_000
+pytestmark = pytest.mark.slow  # a real browser: the slow lane
 
 # The edited face as the page shows it: drawn into a canvas and read back as a data URL.
 EDITED_PIXELS = """() => {

@@ -215,6 +215,7 @@ def test_a_stylegan2_pack_without_discriminator_trains_a_fresh_stylegan2_one(sg2
 
 
 # --- evaluation and the editor ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_evaluate_runs_on_a_stylegan2_pack(sg2_pack_dir, data32, tmp_path):
     out = tmp_path / "eval"
     assert main(["evaluate", "--pack", str(sg2_pack_dir), "--images", str(data32), "--out", str(out),

@@ -163,6 +163,7 @@ def test_max_minutes_stops_a_run_that_checkpoints_more_often(tmp_path):
     assert 5 <= toy.images_seen < 200  # about 25 steps; before the fix it ran to the total
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_and_resume_continues(data16, tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "idinvert", "train-gan", "--data", str(data16), *GAN_ARGS, "--run-dir", str(run),
@@ -231,6 +232,7 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
                            *args], capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.slow
 def test_data_parallel_matches_one_process(tmp_path):
     (tmp_path / "ddp").mkdir()
     (tmp_path / "one").mkdir()
@@ -251,6 +253,7 @@ def test_data_parallel_matches_one_process(tmp_path):
                 assert torch.allclose(v.double(), one[net][k].double(), rtol=1e-6, atol=1e-7), f"{kind} {net}.{k}"
 
 
+@pytest.mark.slow
 def test_cli_under_torchrun_writes_one_pack(data16, tmp_path):
     result = _torchrun("-m", "idinvert", "train-gan", "--data", str(data16), *GAN_ARGS, "--run-dir",
                        str(tmp_path / "run"), "--kimg", "0.008", "--device", "cpu")
