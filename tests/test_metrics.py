@@ -339,6 +339,7 @@ def test_swd_of_a_set_with_itself_shrinks_to_zero_with_more_patches():
     assert many < 0.35 * few
 
 
+@pytest.mark.slow
 def test_swd_sees_blur_and_noise():
     real = textured_images(8, 64)
     blurred = F.avg_pool2d(F.pad(real, (1, 1, 1, 1), mode="replicate"), 3, stride=1)

@@ -68,6 +68,7 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path):
     assert "\n" not in message
 
 
+@pytest.mark.slow
 def test_encoder_for_another_generator_is_refused(official_files, tmp_path):
     state = random_state(encoder_shapes())
     state["block7.fc.weight"] = torch.zeros(14 * 256, 16384)

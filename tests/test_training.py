@@ -183,6 +183,7 @@ def test_ctrl_c_checkpoints_and_resume_continues(data16, tmp_path):
     assert (run / "pack" / "generator.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_encoders_train_and_invert(data16, tmp_path):
     assert main(["train-gan", "--data", str(data16), *GAN_ARGS, "--run-dir", str(tmp_path / "gan"),
                  "--kimg", "0.016"]) == 0
