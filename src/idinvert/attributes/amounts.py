@@ -12,6 +12,11 @@ by bracketing outward from d = 0 and bisecting inside the bracket. ``read`` is m
 boundary in practice but not by construction: the first crossing from d = 0 is taken. Where the target
 cannot be reached within the bound, the image keeps the distance that came closest and carries a note
 (never a silent clamp); a NaN target or an attribute without a predictor output is a one-line error.
+
+The front ends share the rest: ``check_amount`` (the command line's rule: ``--by`` in years for age,
+``--to`` a probability for yes/no attributes), ``boundary_step`` (a boundary as the ``[L, C]`` step that
+``manipulate`` takes at d = 1), ``code_renderer`` (what the images look like, through tuned generators
+when there are some), and ``plain_name`` / ``format_value`` for labels ("Blond hair", "47 y", "88 %").
 """
 
 from __future__ import annotations
@@ -22,10 +27,18 @@ from typing import Callable
 
 import torch
 
+from ..boundaries import Boundary
+from ..engine.editing import manipulate
+from ..engine.tuned import TunedWeights, synthesize, synthesize_tuned
 from ..errors import ConfigError, NonFiniteError
+from ..networks import CodeGenerator
 from .predictor import EDIT_NAMES, AttributePredictor
 
 DEFAULT_BOUND = 6.0  # largest |d|: twice the official ±3 range of boundary edits
+# largest |d| for pictures shown at once (the demo, the editor's sliders): further out the 64 px packs' faces
+# break up (dcgan-faces64's tuned generator at d = 6 along eyeglasses), so a target beyond it is shown this
+# far and labelled as not reached
+SHOWN_BOUND = 4.5
 BRACKETS = (0.125, 0.25, 0.5, 0.75, 1.0)  # fractions of the bound tried outward from d = 0
 BISECTIONS = 12  # halvings of the bracket (its width ends below bound / 2**12 · 0.25)
 #: attribute → (unit name, tolerance in that unit, smallest value, largest value)
@@ -33,25 +46,36 @@ AGE_UNIT = ("years", 0.5, 0.0, 120.0)
 PROBABILITY_UNIT = ("probability", 0.01, 0.0, 1.0)
 #: user-facing attributes whose predictor output runs against the name (beard = not No_Beard)
 INVERTED = {"beard"}
+FLIP_TARGET = 0.9  # "the other side" of a yes/no attribute: probability 0.9, or 0.1 from above 0.5
+#: names for people, not programs (others: underscores to spaces, first letter capital)
+PLAIN_NAMES = {"age": "Age", "gender": "Gender", "smile": "Smile", "eyeglasses": "Glasses",
+               "mouth_open": "Mouth open", "Mouth_Slightly_Open": "Mouth open", "Male": "Gender",
+               "Smiling": "Smile", "No_Beard": "No beard"}
 
 
 @dataclass(frozen=True)
 class Amount:
-    """How far to edit: ``by`` (a change) or ``to`` (a value), in the attribute's units."""
+    """How far to edit: ``by`` (a change) or ``to`` (a value), in the attribute's units, or ``flip``
+    (a yes/no attribute to the other side of 0.5: to ``flip`` from below, to ``1 − flip`` from above)."""
 
     by: float | None = None  # change: years for age, probability points (−1…1) for yes/no attributes
     to: float | None = None  # value to reach: years for age, probability (0…1) for yes/no attributes
+    flip: float | None = None  # probability (0.5…1) to reach on the other side of 0.5, per image
 
     def __post_init__(self) -> None:
-        if (self.by is None) == (self.to is None):
+        given = [v for v in (self.by, self.to, self.flip) if v is not None]
+        if len(given) != 1:
             raise ConfigError("give an edit amount either as a change (by) or as a value to reach (to), not both")
-        value = self.by if self.by is not None else self.to
-        if not math.isfinite(float(value)):
-            raise ConfigError(f"the edit amount must be a finite number, got {value}")
+        if isinstance(given[0], bool) or not isinstance(given[0], (int, float)) or not math.isfinite(given[0]):
+            raise ConfigError(f"the edit amount must be a finite number, got {given[0]}")
+        if self.flip is not None and not 0.5 < self.flip < 1:
+            raise ConfigError(f"the probability on the other side must lie between 0.5 and 1, got {self.flip:g}")
 
     def describe(self, unit: str) -> str:
         if self.by is not None:
             return f"by {self.by:+g} {unit}"
+        if self.flip is not None:
+            return f"to the other side ({self.flip:g} or {1 - self.flip:g} {unit})"
         return f"to {self.to:g} {unit}"
 
 
@@ -83,6 +107,60 @@ def attribute_unit(attribute: str) -> tuple[str, float, float, float]:
     return AGE_UNIT if attribute == "age" else PROBABILITY_UNIT
 
 
+def plain_name(attribute: str) -> str:
+    """The attribute as people write it: ``blond_hair`` and ``Blond_Hair`` → "Blond hair"."""
+    if attribute in PLAIN_NAMES:
+        return PLAIN_NAMES[attribute]
+    text = " ".join(attribute.replace("_", " ").split())
+    return text[:1].upper() + text[1:].lower() if text else attribute
+
+
+def format_value(value: float, unit: str) -> str:
+    """A value in its unit, short: ``47 y``, ``88 %``."""
+    if unit == "years":
+        return f"{value:.0f} y"
+    return f"{100 * value:.0f} %"
+
+
+def predictor_measures(predictor: AttributePredictor | None, attribute: str) -> bool:
+    """Whether ``predictor`` reads ``attribute`` (so that its edits can be asked in units)."""
+    return predictor is not None and EDIT_NAMES.get(attribute, attribute) in predictor.names
+
+
+def check_amount(amount: Amount, attribute: str) -> None:
+    """The command line's rule for units, checked before any work: a change (``--by``) in years for age,
+    a probability to reach (``--to``, strictly between 0 and 1) for yes/no attributes."""
+    if attribute == "age" and amount.by is None:
+        raise ConfigError("age is edited by a change in years: use --by YEARS (like --by +15); --to is the "
+                          "probability of a yes/no attribute")
+    if attribute != "age" and amount.by is not None:
+        raise ConfigError(f"--by is a change in years, and only age is measured in years; for {attribute} use "
+                          f"--to P, the probability to reach (between 0 and 1, like --to 0.9)")
+    if amount.to is not None and not 0 < amount.to < 1:
+        raise ConfigError(f"--to {amount.to:g} is outside what {attribute} can read: use a probability "
+                          f"between 0 and 1, like 0.9")
+    if amount.by is not None:
+        _, _, low, high = attribute_unit(attribute)
+        if abs(amount.by) > high - low:
+            raise ConfigError(f"--by {amount.by:+g} is more than {attribute} can change ({high - low:g} years)")
+
+
+def boundary_step(boundary: Boundary, code_shape: tuple[int, int], layers=None) -> torch.Tensor:
+    """The code change ``[L, C]`` of an edit by d = 1 along ``boundary`` (zero on the layers it leaves;
+    ``layers`` as for ``manipulate``), so that ``codes + d·step`` is ``manipulate``'s edit."""
+    return manipulate(torch.zeros(1, *code_shape), boundary, distances=[1.0], layers=layers)[0, 0]
+
+
+def code_renderer(generator: CodeGenerator, tuned: TunedWeights | None = None, *, batch_size: int = 16
+                  ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``render(codes [k, L, C], rows [k]) → images [k, 3, R, R]`` on the CPU for ``solve_distances``:
+    row j through image ``rows[j]``'s tuned generator, or all through ``generator`` without ``tuned``."""
+    if tuned is None:
+        return lambda codes, rows: synthesize(generator, codes, batch_size=batch_size).cpu()
+    return lambda codes, rows: synthesize_tuned(generator, tuned.select(rows.tolist()), codes[:, None],
+                                                batch_size=batch_size)[:, 0].cpu()
+
+
 def attribute_reader(predictor: AttributePredictor, attribute: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """images ``[N, 3, R, R]`` → the attribute in its units ``[N]``: age in years, or the probability of a
     yes/no attribute (for ``beard``: 1 − P(No_Beard)). Unknown names are a one-line ConfigError."""
@@ -108,6 +186,10 @@ def attribute_reader(predictor: AttributePredictor, attribute: str) -> Callable[
 def targets_for(amount: Amount, start: torch.Tensor, attribute: str) -> torch.Tensor:
     """The value to reach for each image ``[N]``, refused in one line when outside the unit's range."""
     unit, _, low, high = attribute_unit(attribute)
+    if amount.flip is not None:
+        if unit != "probability":
+            raise ConfigError(f"{attribute} has no other side: it is measured in {unit}")
+        return torch.where(start < 0.5, float(amount.flip), 1.0 - float(amount.flip)).to(start)
     if amount.to is not None:
         if not low <= amount.to <= high:
             raise ConfigError(f"--to {amount.to:g} is outside what {attribute} can read ({low:g}…{high:g} {unit})")
@@ -125,8 +207,8 @@ def solve_distances(read: Callable[[torch.Tensor], torch.Tensor],
                     bisections: int = BISECTIONS) -> SolvedAmounts:
     """Distances ``[N]`` along ``direction`` so that ``read(render(codes + d·direction))`` meets ``amount``.
 
-    codes ``[N, L, C]``; direction ``[L, C]`` (the boundary on the layers it moves, zero elsewhere, pointing
-    to more of the attribute); ``render(codes_k, rows)`` maps the codes of images ``rows`` (indices ``[k]``)
+    codes ``[N, L, C]``; direction ``[L, C]`` or one per image ``[N, L, C]`` (the boundary on the layers it
+    moves, zero elsewhere, pointing to more of the attribute; ``boundary_step``); ``render(codes_k, rows)`` maps the codes of images ``rows`` (indices ``[k]``)
     to images — row j through image ``rows[j]``'s generator when the generators are tuned; ``read`` maps
     images to values in the attribute's units. Only the images still searching are rendered at each try.
     """
@@ -135,13 +217,18 @@ def solve_distances(read: Callable[[torch.Tensor], torch.Tensor],
     unit, tolerance, _, _ = attribute_unit(attribute)
     n = codes.shape[0]
     direction = direction.to(codes)
+    if direction.shape not in (codes.shape[1:], codes.shape):
+        raise ValueError(f"direction {list(direction.shape)} fits neither [L, C] nor [N, L, C] of codes "
+                         f"{list(codes.shape)}")
+    per_image = direction.ndim == 3
 
     def value_at(d: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """The attribute at ``codes + d·direction`` for the active images (NaN for the others)."""
         out = torch.full((n,), math.nan)
         rows = active.nonzero().flatten()
         if len(rows):
-            values = read(render(codes[rows] + d[rows].to(codes).view(-1, 1, 1) * direction, rows)).cpu().float()
+            step = direction[rows.to(direction.device)] if per_image else direction
+            values = read(render(codes[rows] + d[rows].to(codes).view(-1, 1, 1) * step, rows)).cpu().float()
             if not torch.isfinite(values).all():
                 raise NonFiniteError(f"the attribute predictor read NaN/inf for {attribute}; check the pack")
             out[rows] = values
