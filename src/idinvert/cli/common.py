@@ -110,15 +110,16 @@ def batch_size_of(args: argparse.Namespace, pack: ModelPack, option: str = "--ba
 # --- library calls with a progress bar --------------------------------------------------------------
 
 def run_inversion(args: argparse.Namespace, pack: ModelPack, images: torch.Tensor,
-                  config: InversionConfig, batch_size: int) -> InversionResult:
-    """``invert`` with a progress bar over every batch's steps, seeded by ``--seed`` (default 0)."""
+                  config: InversionConfig, batch_size: int, init_codes: torch.Tensor | None = None) -> InversionResult:
+    """``invert`` with a progress bar over every batch's steps, seeded by ``--seed`` (default 0);
+    ``init_codes`` ``[N, L, C]`` start the optimisation instead of the config's initialisation."""
     check_int(batch_size, "--batch-size", 1, MAX_BATCH)
     batches = (images.shape[0] + batch_size - 1) // batch_size
     steps = config.steps if config.optimises else 0
     with progress(args, batches * steps, f"{config.method} inversion") as bar:
         return invert(images, pack, config, batch_size=batch_size,
                       rng=torch.Generator().manual_seed(check_seed(getattr(args, "seed", 0))),
-                      callback=lambda b, s, losses: bar.update(1))
+                      init_codes=init_codes, callback=lambda b, s, losses: bar.update(1))
 
 
 def codes_from_inputs(args: argparse.Namespace, pack: ModelPack, inputs: list[str]) -> Inverted:
