@@ -208,7 +208,8 @@ def solve_distances(read: Callable[[torch.Tensor], torch.Tensor],
     """Distances ``[N]`` along ``direction`` so that ``read(render(codes + d·direction))`` meets ``amount``.
 
     codes ``[N, L, C]``; direction ``[L, C]`` or one per image ``[N, L, C]`` (the boundary on the layers it
-    moves, zero elsewhere, pointing to more of the attribute; ``boundary_step``); ``render(codes_k, rows)`` maps the codes of images ``rows`` (indices ``[k]``)
+    moves, zero elsewhere, pointing to more of the attribute; ``boundary_step``); ``render(codes_k, rows)``
+    maps the codes of images ``rows`` (indices ``[k]``)
     to images — row j through image ``rows[j]``'s generator when the generators are tuned; ``read`` maps
     images to values in the attribute's units. Only the images still searching are rendered at each try.
     """

@@ -5,10 +5,16 @@ Faces are aligned to the pack's framing (``config.json`` ``"framing"``, else the
 the pack's resolution) with dlib. Without dlib, or when no face is found, the centre square of the
 photo is used instead and a notice says so. Edits start from the stored W+ code of the inversion,
 so moving a slider costs one generator forward pass and never a re-inversion.
+
+Attributes that the pack's predictor reads are edited in their own units: a slider gives the age in
+years or the per cent of a yes/no attribute to reach, and ``resolve_amounts`` finds the distance along
+the boundary for this face (``attributes.amounts``, on the images the user sees: the tuned generator's
+once tuned), cached per photo so that a slider position is searched once.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import threading
@@ -19,12 +25,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..attributes import load_predictor
+from ..attributes.amounts import (SHOWN_BOUND, Amount, attribute_reader, attribute_unit, boundary_step,
+                                  code_renderer, plain_name, predictor_measures, solve_distances)
 from ..align import INSTALL_HINT, FaceAlignment, align_faces, check_alignment_available, paste_back
 from ..boundaries import Boundary
 from ..engine.diffusion import crop_box, diffuse
 from ..engine.editing import DEFAULT_DISTANCES, default_mix_layer_start, interpolate, manipulate, mix
 from ..engine.inversion import InversionConfig, invert
-from ..engine.refine import RefineConfig, refine
+from ..engine.refine import pack_refine_config, refine
 from ..engine.tuned import TunedWeights, synthesize, synthesize_tuned, tuned_between
 from ..errors import ConfigError, IdinvertError, ImageError
 from ..images import RESAMPLE, decode_image, pil_to_tensor, resize_square, tensor_to_pil
@@ -36,6 +45,9 @@ BLEND_STEPS = 20  # the interpolation slider has BLEND_STEPS + 1 positions, 0 = 
 MIN_PHOTO_SIDE = 16
 MAX_PHOTO_SIDE = 2048  # longer side a photo is kept at (12 MB as RGB; faces need far less)
 PREVIEW_SIDE = 768  # longer side of the photo preview shown in the page
+REFINE_STEPS = 60  # tuning steps at most for the editor (the pack's own when fewer; PTI stops early)
+AGE_RANGE = 30.0  # the age slider spans the person's predicted age ± this many years
+PERCENT_RANGE = (5.0, 95.0)  # the yes/no sliders' ends in per cent (the predictor's sigmoid flattens beyond)
 
 
 @dataclass
@@ -57,6 +69,7 @@ class EditParams:
     blend: int = 0  # interpolation position 0–BLEND_STEPS towards photo 2's code
     mix_start: int | None = None  # first layer taken from photo 2 (the style); None = no mixing
     faithful: bool = False  # render with the photos' tuned generators (PTI) where they have one
+    amounts: tuple[tuple[str, float], ...] = ()  # (attribute, value to reach: years, or per cent)
 
     @property
     def needs_second(self) -> bool:
@@ -119,7 +132,8 @@ def preview_jpeg(photo: Image.Image, faces: list[FaceCrop], chosen: int | None =
 class Editor:
     """A model pack prepared for interactive editing (networks frozen, boundaries loaded).
 
-    Rendering is thread-safe: the networks are frozen once here and only read afterwards.
+    Rendering is thread-safe: the networks are frozen once here and only read afterwards; tuning and
+    tuned rendering run on copies of the generator (see ``__init__``).
     """
 
     def __init__(self, pack: ModelPack, *, steps: int = 100, alignment: str = "auto") -> None:
@@ -131,13 +145,29 @@ class Editor:
             raise ConfigError(f"alignment must be one of {', '.join(ALIGNMENTS)}; got {alignment!r}")
         self.pack = pack
         self.steps = steps
-        self.refine_steps = RefineConfig().steps  # "faithful (slower)": PTI's 350 steps at most
-        for net in pack.networks().values():  # for the server's lifetime: no parameter gradients
-            net.eval().requires_grad_(False)
+        # "faithful": pivotal tuning with the pack's settings, a modest number of steps for an interactive tool
+        self.refine_steps = min(pack.refine_settings().get("steps", REFINE_STEPS), REFINE_STEPS)
+        self.predictor = load_predictor(pack) if pack.config.get("predictor") else None
+        for net in [*pack.networks().values(), *([self.predictor] if self.predictor is not None else [])]:
+            net.eval().requires_grad_(False)  # for the server's lifetime: no parameter gradients
+        # Tuning and tuned rendering swap the generator's weights while they run (torch.func.functional_call):
+        # on a generator that other threads render with at the same time, a render would use the swapped
+        # weights and its frozen() would switch off the gradients the tuning needs. So each has its own copy:
+        # the worker's tuning one, the requests' tuned renders another (one at a time); the pack's generator
+        # runs only plain forwards, which threads may share.
+        self._tuning_pack = copy.copy(pack)
+        self._tuning_pack.generator = copy.deepcopy(pack.generator)
+        self._tuned_generator = copy.deepcopy(pack.generator)
+        self._tuned_rendering = threading.Lock()
         self.boundaries = pack.boundaries()
         # the pack's label-free directions (idinvert directions --add-to-pack) as "direction 1" … "direction K"
         self.directions = {f"direction {k + 1}": b for k, b in enumerate(pack.directions().values())}
         self.boundaries.update(self.directions)
+        # attributes edited in units: those the predictor reads (never a label-free direction)
+        self.units = {name: ("years" if name == "age" else "percent") for name in self.boundaries
+                      if name not in self.directions and predictor_measures(self.predictor, name)}
+        self.readers = {name: attribute_reader(self.predictor, name) for name in self.units}
+        self.steps_of = {name: boundary_step(self.boundaries[name], pack.code_shape) for name in self.units}
         self.framing = pack.framing()
         self.alignment, self.alignment_notice = self._choose_alignment(alignment)
         self._detecting = threading.Lock()  # dlib's detectors are not safe to share between threads
@@ -170,8 +200,12 @@ class Editor:
             "attributes": [{"name": name, "min": low, "max": high, "step": 0.1,
                             "layers": list(b.layers) if b.layers is not None else None,
                             "kind": "direction" if name in self.directions else "attribute",
-                            "title": _slider_title(name, b, name in self.directions)}
+                            "title": _slider_title(name, b, name in self.directions),
+                            "label": _slider_label(name, name in self.units), "unit": self.units.get(name),
+                            "unit_step": 1.0 if name in self.units else None}
                            for name, b in self.boundaries.items()],
+            "refine": {"steps": self.refine_steps, "default": True},
+            "amounts": {"age_range": AGE_RANGE, "percent_range": list(PERCENT_RANGE)} if self.units else None,
             "alignment": {"mode": self.alignment, "notice": self.alignment_notice, "framing": self.framing.name},
             "blend_steps": BLEND_STEPS,
             "mix": ({"layers": num_layers, "default_start": default_mix_layer_start(num_layers)}
@@ -228,9 +262,9 @@ class Editor:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError("edit parameters must be a JSON object")
-        unknown = sorted(set(data) - {"edits", "blend", "mix_start", "faithful"})
+        unknown = sorted(set(data) - {"edits", "blend", "mix_start", "faithful", "amounts"})
         if unknown:
-            raise ConfigError(f"unknown edit parameters {unknown}; use edits, blend, mix_start and faithful")
+            raise ConfigError(f"unknown edit parameters {unknown}; use edits, amounts, blend, mix_start and faithful")
         if not isinstance(data.get("faithful", False), bool):
             raise ConfigError("faithful must be true or false")
         raw_edits = data.get("edits") or {}
@@ -246,12 +280,75 @@ class Editor:
                 raise ConfigError(f"the distance of {name} is {d:g}; use -{EDIT_LIMIT:g} to {EDIT_LIMIT:g}")
             if d != 0:
                 edits.append((name, d))
+        amounts = self._parse_amounts(data.get("amounts") or {}, {name for name, _ in edits})
         blend = _integer(data.get("blend", 0), "blend", 0, BLEND_STEPS)
         mix_start = data.get("mix_start")
         if mix_start is not None:
             self.pack.generator.require_layerwise("style mixing")
             mix_start = _integer(mix_start, "mix_start", 0, self.pack.code_shape[0])
-        return EditParams(tuple(edits), blend, mix_start, data.get("faithful", False))
+        return EditParams(tuple(edits), blend, mix_start, data.get("faithful", False), amounts)
+
+    def _parse_amounts(self, raw: object, moved: set[str]) -> tuple[tuple[str, float], ...]:
+        """``amounts``: attribute → the value to reach, in years (age) or per cent (yes/no attributes)."""
+        if not isinstance(raw, dict):
+            raise ConfigError("amounts must map attribute names to values in their units (years, per cent)")
+        out = []
+        for name, value in raw.items():
+            if name not in self.units:
+                known = ", ".join(self.units) or "none (this pack has no attribute predictor)"
+                raise ConfigError(f"{str(name)[:40]!r} has no units to edit in; attributes with units: {known}")
+            if name in moved:
+                raise ConfigError(f"{name} is given both as a distance (edits) and as an amount (amounts); use one")
+            v = _number(value, f"the amount of {name}")
+            _, _, low, high = attribute_unit(name)
+            low, high = (low, high) if self.units[name] == "years" else PERCENT_RANGE
+            if not low <= v <= high:
+                unit = "years" if self.units[name] == "years" else "%"
+                raise ConfigError(f"the amount of {name} is {v:g}; use {low:g} to {high:g} {unit}")
+            out.append((name, v))
+        return tuple(out)
+
+    def readings(self, code: torch.Tensor, tuned: TunedWeights | None = None) -> dict[str, float]:
+        """What the predictor reads on ``code``'s image (by the tuned generator if given), per attribute with
+        units: years, or per cent. The centres of the page's sliders."""
+        if not self.units:
+            return {}
+        image = self.render(code, tuned)[None]
+        return {name: round(float(read(image)[0]) * (1 if self.units[name] == "years" else 100), 2)
+                for name, read in self.readers.items()}
+
+    def resolve_amounts(self, params: EditParams, code: torch.Tensor, tuned: TunedWeights | None,
+                        cache: dict | None = None) -> tuple[EditParams, dict[str, dict]]:
+        """``params`` with each amount turned into a distance along its boundary for this face ``[1, L, C]``
+        (measured on ``tuned``'s images when given), and per attribute what was found: distance, target,
+        reached (in the slider's units), reachable. ``cache`` keeps the searches of one photo."""
+        if not params.amounts:
+            return params, {}
+        if tuned is not None:
+            with self._tuned_rendering:
+                render = code_renderer(self._tuned_generator, tuned, batch_size=8)
+                return self._resolve(params, code, tuned, cache, render)
+        return self._resolve(params, code, None, cache, code_renderer(self.pack.generator, None, batch_size=8))
+
+    def _resolve(self, params: EditParams, code: torch.Tensor, tuned: TunedWeights | None, cache: dict | None,
+                 render: Callable) -> tuple[EditParams, dict[str, dict]]:
+        edits, found = list(params.edits), {}
+        for name, value in params.amounts:
+            scale = 1.0 if self.units[name] == "years" else 100.0
+            key = (tuned is not None, name, round(value, 3))
+            entry = cache.get(key) if cache is not None else None
+            if entry is None:
+                solved = solve_distances(self.readers[name], render, code, self.steps_of[name].to(code),
+                                         Amount(to=value / scale), attribute=name, bound=SHOWN_BOUND)
+                entry = {"distance": round(float(solved.distances[0]), 4), "target": value,
+                         "reached": round(float(solved.reached[0]) * scale, 2),
+                         "start": round(float(solved.start[0]) * scale, 2), "reachable": bool(solved.reachable[0])}
+                if cache is not None:
+                    cache[key] = entry
+            found[name] = entry
+            if entry["distance"] != 0:
+                edits.append((name, entry["distance"]))
+        return EditParams(tuple(edits), params.blend, params.mix_start, params.faithful), found
 
     def compose(self, code: torch.Tensor, params: EditParams, second: torch.Tensor | None = None) -> torch.Tensor:
         """Photo 1's code ``[1, L, C]`` moved along each attribute, then interpolated towards and
@@ -271,13 +368,14 @@ class Editor:
         """G(code) for one code ``[1, L, C]`` → ``[3, R, R]`` on the CPU, by the tuned generator if given."""
         if tuned is None:
             return synthesize(self.pack.generator, code, batch_size=1)[0].cpu()
-        return synthesize_tuned(self.pack.generator, tuned, code, batch_size=1)[0].cpu()
+        with self._tuned_rendering:
+            return synthesize_tuned(self._tuned_generator, tuned, code, batch_size=1)[0].cpu()
 
     def refine(self, face: torch.Tensor, code: torch.Tensor, progress: Callable[[int], None] | None = None
                ) -> tuple[TunedWeights, float]:
         """Pivotal tuning of the generator for one face ``[3, R, R]`` around its code ``[1, L, C]``:
         (its weight deltas, seconds). ``progress(step)`` as for ``invert``."""
-        result = refine(face[None], code, self.pack, RefineConfig(steps=self.refine_steps),
+        result = refine(face[None], code, self._tuning_pack, pack_refine_config(self.pack, steps=self.refine_steps),
                         callback=None if progress is None else (lambda b, step, losses: progress(step)))
         return result.tuned, result.seconds
 
@@ -289,7 +387,8 @@ class Editor:
             return None
         if params.blend == 0:
             return first
-        return tuned_between(self.pack.generator, first, second, torch.tensor([params.blend / BLEND_STEPS]))
+        with self._tuned_rendering:  # finding the tunable weights runs a functional_call: on the copy
+            return tuned_between(self._tuned_generator, first, second, torch.tensor([params.blend / BLEND_STEPS]))
 
     def diffuse(self, target: torch.Tensor, context: torch.Tensor, *, crop_size: int, center_x: int,
                 center_y: int, progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -305,6 +404,11 @@ class Editor:
                   _integer(center_y, "center_y", 0, self.pack.resolution))
         crop_box(self.pack.resolution, crop_size=values[0], center_x=values[1], center_y=values[2])
         return values
+
+
+def _slider_label(name: str, in_units: bool) -> str:
+    """The slider's name for people: "Blond hair"; gender in per cent says of what ("Gender (male)")."""
+    return "Gender (male)" if name == "gender" and in_units else plain_name(name)
 
 
 def _slider_title(name: str, boundary: Boundary, direction: bool) -> str:

@@ -5,6 +5,7 @@ these routes and turns the errors into JSON."""
 
 from __future__ import annotations
 
+import json
 import time
 from functools import partial
 from pathlib import Path
@@ -176,6 +177,7 @@ def start_inversion(sid: str, slot: str):
             server.queue.cancel(photo.refine_job)
         photo.face, photo.code, photo.reconstruction = face, None, None
         photo.tuned, photo.refine_job, photo.refine_seconds = None, None, None
+        photo.readings, photo.tuned_readings, photo.amount_cache = None, None, {}
         photo.version += 1
         photo.job = Job("invert", session.id, server.editor.steps,
                         run=partial(_run_inversion, server.editor, session, slot, photo, photo.faces[face].image))
@@ -208,7 +210,8 @@ def status(sid: str):
                         "version": p.version, "notice": p.notice,
                         "job": _job_json(p.job, server.queue) if p.job else None,
                         "faithful": p.tuned is not None, "refine_seconds": p.refine_seconds,
-                        "refine": _job_json(p.refine_job, server.queue) if p.refine_job else None}
+                        "refine": _job_json(p.refine_job, server.queue) if p.refine_job else None,
+                        "readings": p.readings, "faithful_readings": p.tuned_readings}
                  for slot, p in session.photos.items()}
         d = session.diffusion
         diffusion = None if d is None else {"target": d.target, "ready": d.result is not None,
@@ -236,9 +239,18 @@ def reconstruction(sid: str, slot: str):
     return png(encode_png(photo.reconstruction, compress_level=1))
 
 
-def edited(session: Session, params_json: Any) -> tuple[Photo, Any, Any]:
+def edited(session: Session, params_json: Any, found: dict | None = None) -> tuple[Photo, Any, Any]:
+    """Photo 1, the composed code and its image; ``found`` receives what each amount's search found."""
     server = state()
     params = server.editor.parse_params(params_json)
+    with session.lock:
+        first = photo_of(session, "a", inverted=True)
+        own_tuned = first.tuned if params.faithful else None  # the images the amounts are measured on
+        code, cache = first.code, first.amount_cache
+    # the searches run outside the lock (status polls go on); a new inversion replaces the cache
+    params, amounts = server.editor.resolve_amounts(params, code, own_tuned, cache)
+    if found is not None:
+        found.update(amounts)
     with session.lock:
         first = photo_of(session, "a", inverted=True)
         second = session.photos.get("b")
@@ -253,10 +265,13 @@ def edited(session: Session, params_json: Any) -> tuple[Photo, Any, Any]:
 def render(sid: str):
     session = session_of(sid)
     began = time.perf_counter()
-    _, _, image = edited(session, json_body())
+    found: dict = {}
+    _, _, image = edited(session, json_body(), found)
     data = encode_png(image, compress_level=1)
     response = png(data)
     response.headers["X-Render-Ms"] = f"{(time.perf_counter() - began) * 1000:.1f}"
+    if found:  # per attribute edited in units: the distance found and the value reached
+        response.headers["X-Edit-Amounts"] = json.dumps(found, separators=(",", ":"))
     return response
 
 
@@ -328,20 +343,23 @@ def _job_json(job: Job, queue: JobQueue) -> dict[str, Any]:
 
 def _run_inversion(editor: Editor, session: Session, slot: str, photo: Photo, face, job: Job) -> None:
     code, reconstruction = editor.invert(face, progress=job.report)
+    readings = editor.readings(code) if slot == "a" else None
     with session.lock:
         if session.closed or session.photos.get(slot) is not photo or photo.job is not job:
             raise JobCancelled()
-        photo.code, photo.reconstruction = code, reconstruction
+        photo.code, photo.reconstruction, photo.readings = code, reconstruction, readings
+        photo.amount_cache = {}
         photo.version += 1
         session.file(f"code-{slot}.npy").write_bytes(encode_npy(code))
 
 
 def _run_refinement(editor: Editor, session: Session, slot: str, photo: Photo, code, face, job: Job) -> None:
     tuned, seconds = editor.refine(face, code, progress=job.report)
+    readings = editor.readings(code, tuned) if slot == "a" else None
     with session.lock:
         if session.closed or session.photos.get(slot) is not photo or photo.refine_job is not job:
             raise JobCancelled()
-        photo.tuned, photo.refine_seconds = tuned, seconds
+        photo.tuned, photo.refine_seconds, photo.tuned_readings = tuned, seconds, readings
 
 
 def _run_diffusion(editor: Editor, session: Session, diffusion: Diffusion, target, context,

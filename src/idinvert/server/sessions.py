@@ -48,6 +48,9 @@ class Photo:
     refine_job: Job | None = None  # its pivotal tuning ("faithful (slower)")
     tuned: object | None = None  # tuned.TunedWeights of the chosen face's generator, once tuned
     refine_seconds: float | None = None  # how long the tuning took
+    readings: dict[str, float] | None = None  # the predictor on the reconstruction: years, per cent
+    tuned_readings: dict[str, float] | None = None  # the same on the tuned generator's reconstruction
+    amount_cache: dict = field(default_factory=dict)  # slider value → distance searches of this code
 
     @property
     def crop(self) -> FaceCrop | None:

@@ -12,7 +12,10 @@
     slots: { a: null, b: null },  // per photo: { faces, face, ready, shownVersion }
     diffusionShown: null,
     edits: {},
+    amounts: {},  // attribute → the value asked for, in its units (years, per cent); only sliders moved
+    readings: null,  // what the predictor reads on the face shown: the centres of the unit sliders
     polling: false,
+    pollAgain: false,
     rendering: false,
     renderAgain: false,
     ended: false,
@@ -72,13 +75,16 @@
     $("pack-line").textContent = `Model pack “${p.name}”: ${p.resolution}×${p.resolution} px faces, ` +
       `W+ codes ${p.code_shape.join("×")}, on ${p.device}; ${state.info.steps} inversion steps per photo.`;
     if (state.info.alignment.notice) show($("global-message"), state.info.alignment.notice);
+    if (state.info.refine) {
+      $("faithful-label").title += ` (at most ${state.info.refine.steps} tuning steps).`;
+    }
     $("footer").textContent = "Runs on this computer. Photos stay in a temporary folder only while this tab is " +
       `open, and are deleted after ${Math.round(state.info.idle_timeout / 60)} minutes without use.`;
     SLOTS.forEach(setupSlot);
     buildSliders();
     setupCombine();
     setupDiffusion();
-    $("faithful").addEventListener("change", () => { requestTuning(); scheduleRender(); });
+    $("faithful").addEventListener("change", () => { requestTuning(); startPolling(); scheduleRender(); });
     updateDownloads();
     // Closing or leaving the tab deletes its photos on the server at once.
     window.addEventListener("pagehide", closeSession);
@@ -183,13 +189,17 @@
   // ------------------------------------------------------------------ progress (polling)
 
   function startPolling() {
-    if (!state.polling) {
-      state.polling = true;
-      poll();
+    if (state.polling) {
+      // a job was started while a status request was on its way: that answer may not know of it yet
+      state.pollAgain = true;
+      return;
     }
+    state.polling = true;
+    poll();
   }
 
   async function poll() {
+    state.pollAgain = false;
     let active = false;
     try {
       const s = await (await api(`${base()}/status`)).json();
@@ -201,7 +211,7 @@
       if (!state.ended) show($("global-message"), e.message, true);
       active = !state.ended;
     }
-    if (active) setTimeout(poll, 250);
+    if (active || state.pollAgain) setTimeout(poll, 250);
     else state.polling = false;
   }
 
@@ -232,6 +242,7 @@
     if (info.job && info.job.state === "error") show($(`message-${slot}`), info.job.message, true);
     const mine = state.slots[slot];
     if (slot === "a") active = updateTuning(mine, info) || active;
+    if (slot === "a") updateReadings(info);
     if (info.ready && mine.shownVersion !== info.version) {
       mine.shownVersion = info.version;
       mine.face = info.face;
@@ -294,6 +305,9 @@
 
   // ------------------------------------------------------------------ editing
 
+  // A value in a slider's unit, as the page writes it: "47 y", "88 %".
+  const inUnits = (value, unit) => `${Math.round(value)}${unit === "years" ? " y" : " %"}`;
+
   function buildSliders() {
     const box = $("sliders");
     for (const attribute of state.info.attributes) {
@@ -302,29 +316,89 @@
       if (attribute.title) label.title = attribute.title;  // e.g. the layers a direction moves
       const name = document.createElement("span");
       name.className = "name";
-      name.textContent = attribute.name;
+      name.textContent = attribute.label || attribute.name;
       const input = document.createElement("input");
       Object.assign(input, { type: "range", min: attribute.min, max: attribute.max, step: attribute.step, value: 0 });
       input.dataset.attribute = attribute.name;
       const output = document.createElement("output");
       output.textContent = "0.0";
-      input.addEventListener("input", () => {
-        state.edits[attribute.name] = Number(input.value);
-        output.textContent = Number(input.value).toFixed(1);
-        scheduleRender();
-      });
+      if (attribute.unit) {
+        // in the attribute's units, centred on what the predictor reads on this face (set once inverted)
+        input.dataset.unit = attribute.unit;
+        input.step = attribute.unit_step;
+        input.disabled = true;
+        output.textContent = "…";
+        input.addEventListener("input", () => {
+          state.amounts[attribute.name] = Number(input.value);
+          output.textContent = inUnits(Number(input.value), attribute.unit);
+          scheduleRender();
+        });
+      } else {
+        input.addEventListener("input", () => {
+          state.edits[attribute.name] = Number(input.value);
+          output.textContent = Number(input.value).toFixed(1);
+          scheduleRender();
+        });
+      }
       label.append(name, input, output);
       box.append(label);
     }
     $("no-attributes").hidden = state.info.attributes.length > 0;
     $("reset").addEventListener("click", () => {
-      for (const input of box.querySelectorAll("input")) {
+      for (const input of box.querySelectorAll("input:not([data-unit])")) {
         input.value = 0;
         input.nextElementSibling.textContent = "0.0";
       }
       state.edits = {};
+      state.amounts = {};
+      centreUnitSliders();
       scheduleRender();
     });
+  }
+
+  // The readings of the face shown: the tuned generator's when "faithful" is on and tuned.
+  function updateReadings(info) {
+    const readings = ($("faithful").checked && info.faithful_readings) || info.readings || null;
+    if (JSON.stringify(readings) === JSON.stringify(state.readings)) return;
+    state.readings = readings;
+    centreUnitSliders();
+  }
+
+  // Unit sliders span the person's value (age ± the range, or 1–99 %); a slider not moved sits on it.
+  function centreUnitSliders() {
+    const ranges = state.info.amounts;
+    for (const input of $("sliders").querySelectorAll("input[data-unit]")) {
+      const name = input.dataset.attribute;
+      const value = state.readings ? state.readings[name] : undefined;
+      input.disabled = value === undefined;
+      if (value === undefined) continue;
+      if (input.dataset.unit === "years") {
+        input.min = Math.max(0, Math.round(value - ranges.age_range));
+        input.max = Math.round(value + ranges.age_range);
+      } else {
+        [input.min, input.max] = ranges.percent_range;
+      }
+      if (!(name in state.amounts)) {
+        input.value = Math.round(value);
+        input.nextElementSibling.textContent = inUnits(value, input.dataset.unit);
+        input.nextElementSibling.title = "what the attribute predictor reads on this face";
+      }
+    }
+  }
+
+  // What the server's search reached for each slider in units (X-Edit-Amounts of a render).
+  function showReached(found) {
+    for (const [name, entry] of Object.entries(found)) {
+      const input = $("sliders").querySelector(`input[data-attribute="${CSS.escape(name)}"]`);
+      if (!input || !input.dataset.unit) continue;
+      const unit = input.dataset.unit;
+      const output = input.nextElementSibling;
+      const reached = entry.reached;
+      output.textContent = inUnits(entry.target, unit) +
+        (Math.abs(reached - entry.target) >= (unit === "years" ? 1 : 1.5) ? ` (reached ${inUnits(reached, unit)})` : "");
+      output.title = `distance along the boundary d = ${entry.distance.toFixed(2)}` +
+        (entry.reachable ? "" : "; the target lies beyond the largest distance searched");
+    }
   }
 
   function setupCombine() {
@@ -358,6 +432,7 @@
     const edits = {};
     for (const [name, d] of Object.entries(state.edits)) if (d !== 0) edits[name] = d;
     const p = { edits };
+    if (Object.keys(state.amounts).length) p.amounts = { ...state.amounts };
     if ($("faithful").checked) p.faithful = true;
     if (state.slots.b && state.slots.b.ready) {
       p.blend = Number($("blend").value);
@@ -386,6 +461,8 @@
         method: "POST", headers: JSON_HEADERS, body: JSON.stringify(params()),
       });
       const serverMs = Number(response.headers.get("X-Render-Ms"));
+      const found = response.headers.get("X-Edit-Amounts");
+      if (found) showReached(JSON.parse(found));
       const url = URL.createObjectURL(await response.blob());
       const previous = img.src;
       img.src = url;
