@@ -44,7 +44,7 @@ def test_an_unreachable_target_is_a_note_with_the_closest_value_not_a_silent_cla
     codes = torch.zeros(3, 1, C)
     solved = solve_distances(saturating, render, codes, DIRECTION, Amount(by=15.0), attribute="age", bound=6.0)
     assert not solved.reachable.any()
-    assert all(note and "needs more than |d| = 6" in note for note in solved.notes)
+    assert all(note and "not reached within |d| = 6" in note for note in solved.notes)
     assert torch.allclose(solved.reached, torch.full((3,), 40.0))  # the closest it got, where it got it
     assert (solved.distances > 0).all() and (solved.distances <= 2.0).all()
     assert solved.report()[0]["reachable"] is False and "note" in solved.report()[0]

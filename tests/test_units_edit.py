@@ -165,7 +165,7 @@ def test_edit_to_a_probability_and_an_unreachable_target_is_a_note(units_pack_di
     rows = manifest["amount"]["per_image"]
     assert manifest["amount"]["reached_all"] is False and manifest["amount"]["max_distance"] == 0.5
     for row in rows:
-        assert row["reachable"] is False and "needs more than |d| = 0.5" in row["note"]
+        assert row["reachable"] is False and "not reached within |d| = 0.5" in row["note"]
         assert abs(row["distance"]) <= 0.5 and row["reached"] < 0.999  # the closest it got, not a clamp
     assert err.count("idinvert edit: note: ") == 2 and "dark" in err and "light" in err
 

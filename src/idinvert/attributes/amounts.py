@@ -278,8 +278,8 @@ def solve_distances(read: Callable[[torch.Tensor], torch.Tensor],
         if reachable[i]:
             notes.append(None)
         else:
-            notes.append(f"{attribute} {amount.describe(unit)} needs more than |d| = {bound:g}: it reads "
-                         f"{float(reached[i]):.3g} {unit} at d = {float(distances[i]):+.3g} "
+            notes.append(f"{attribute} {amount.describe(unit)} is not reached within |d| = {bound:g}: the closest "
+                         f"reading is {float(reached[i]):.3g} {unit} at d = {float(distances[i]):+.3g} "
                          f"(from {float(start[i]):.3g}, target {float(target[i]):.3g})")
     return SolvedAmounts(attribute=attribute, unit=unit, distances=distances, start=start, target=target,
                          reached=reached, reachable=reachable, bound=float(bound), notes=notes)

@@ -134,7 +134,7 @@ class DemoEdit:
             text = f"{name} {'on' if target > 0.5 else 'off'} (reached {format_value(reached, unit)}"
         text += f"; d = {float(self.distances[0]):+.2f})"
         if not bool(s.reachable[0]):
-            text += f", aimed at {format_value(target, unit)}: not within |d| <= {s.bound:g}"
+            text += f", aimed at {format_value(target, unit)}: not reached within |d| <= {s.bound:g}"
         return text
 
 
