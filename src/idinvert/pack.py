@@ -47,7 +47,10 @@ from .safety import check_not_input, check_replaceable, check_writable, read_jso
 PACK_FORMAT = "idinvert-pack"
 PACK_VERSION = 1
 DEFAULT_PACK = "default"
-BUNDLED_PACKS = {"default": "utkface64"}  # names users may pass instead of a folder
+BUNDLED_PACKS = {"default": "dcgan-faces64"}  # names users may pass instead of a folder
+# packs once bundled and how to make them now (a one-line error instead of "no such pack")
+RETIRED_PACKS = {"stylegan-faces64": "it is no longer bundled (it lost every real-face measure to dcgan-faces64); "
+                                     "make it with scripts/stylegan_pack/build.sh (minutes on a GPU, see README)"}
 
 _NETWORKS = {  # config.json key: (file, network class, config class); G's and D's by their kinds
     "generator": ("generator.safetensors", None, None),
@@ -222,6 +225,8 @@ def resolve_pack(path_or_name: str | os.PathLike | None) -> Path:
                               f"pass --model PACK_DIR (make one with `idinvert convert` or `idinvert train-encoder`)")
     if path.exists():
         raise CheckpointError(f"{path} is not a model pack folder")
+    if str(path_or_name) in RETIRED_PACKS:
+        raise CheckpointError(f"no {path_or_name} model pack: {RETIRED_PACKS[str(path_or_name)]}")
     raise CheckpointError(f"{path}: no such model pack (expected a folder with config.json, or the name 'default')")
 
 
