@@ -110,3 +110,32 @@ def shared_test_photos(tar_path: Path, labels: Path, count: int, folder: Path) -
                 paths.append(folder / Path(member.name).name)
                 paths[-1].write_bytes(tar.extractfile(member).read())
     return sorted(paths)
+
+
+def needs_alignment():
+    """Skip unless dlib's face alignment and scikit-image's bundled portrait are available."""
+    from idinvert.align import check_alignment_available
+    from idinvert.errors import IdinvertError
+
+    try:
+        check_alignment_available()
+    except IdinvertError as exc:
+        pytest.skip(str(exc))
+    pytest.importorskip("skimage", reason="the bundled portrait comes from scikit-image")
+
+
+@pytest.fixture(scope="session")
+def units_pack_dir(tiny_pack_dir, tmp_path_factory):
+    """The tiny pack with boundaries and a predictor that reads brightness (tests/units_pack.py)."""
+    from units_pack import make_units_pack
+
+    return make_units_pack(tiny_pack_dir, tmp_path_factory.mktemp("units") / "tiny-units")
+
+
+@pytest.fixture(scope="session")
+def plain_pack_dir(tiny_pack_dir, tmp_path_factory):
+    """The same boundaries without a predictor."""
+    from units_pack import make_units_pack
+
+    return make_units_pack(tiny_pack_dir, tmp_path_factory.mktemp("units") / "tiny-plain", predictor=False)
+

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from idinvert.cli import main
-from units_pack import make_units_pack
+from conftest import needs_alignment
 
 # every test but the last runs the whole demo: dlib alignment, inversion, tuning (3-8 s each)
 slow = pytest.mark.slow
@@ -18,24 +18,7 @@ slow = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def astronaut_ready():
-    from idinvert.align import check_alignment_available
-    from idinvert.errors import IdinvertError
-
-    try:
-        check_alignment_available()
-    except IdinvertError as exc:
-        pytest.skip(str(exc))
-    pytest.importorskip("skimage", reason="the bundled portrait comes from scikit-image")
-
-
-@pytest.fixture(scope="module")
-def units_pack_dir(tiny_pack_dir, tmp_path_factory):
-    return make_units_pack(tiny_pack_dir, tmp_path_factory.mktemp("demo-units") / "tiny-units")
-
-
-@pytest.fixture(scope="module")
-def plain_pack_dir(tiny_pack_dir, tmp_path_factory):
-    return make_units_pack(tiny_pack_dir, tmp_path_factory.mktemp("demo-units") / "tiny-plain", predictor=False)
+    needs_alignment()
 
 
 def demo(pack, out, *options) -> dict:

@@ -14,16 +14,7 @@ from idinvert.cli import main
 from idinvert.boundaries import save_boundary
 from idinvert.pack import update_pack
 
-
-def needs_alignment():
-    from idinvert.align import check_alignment_available
-    from idinvert.errors import IdinvertError
-
-    try:
-        check_alignment_available()
-    except IdinvertError as exc:
-        pytest.skip(str(exc))
-    pytest.importorskip("skimage", reason="the bundled portrait comes from scikit-image")
+from conftest import needs_alignment
 
 
 @pytest.fixture(scope="module")

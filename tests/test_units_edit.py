@@ -19,18 +19,7 @@ from idinvert.cli import main
 from idinvert.engine.tuned import synthesize_tuned
 from idinvert.errors import ConfigError
 from idinvert.pack import load_pack
-from units_pack import brightness_predictor, make_units_pack
-
-
-@pytest.fixture(scope="module")
-def units_pack_dir(tiny_pack_dir, tmp_path_factory):
-    return make_units_pack(tiny_pack_dir, tmp_path_factory.mktemp("units") / "tiny-units")
-
-
-@pytest.fixture(scope="module")
-def plain_pack_dir(tiny_pack_dir, tmp_path_factory):
-    """The same boundaries without a predictor."""
-    return make_units_pack(tiny_pack_dir, tmp_path_factory.mktemp("units") / "tiny-plain", predictor=False)
+from units_pack import brightness_predictor
 
 
 @pytest.fixture(scope="module")
