@@ -24,14 +24,12 @@ import numpy as np
 import torch
 
 import idinvert
-from idinvert.align import framing_from_config, utkface_framing
 from idinvert.attributes import load_predictor
 from idinvert.attributes.amounts import Amount, attribute_reader, solve_distances
-from idinvert.attributes.predictor import crop_between
 from idinvert.metrics import lpips_distance
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_faces import Judge, aligned, boundary_direction, celeba_photos, renderer, utk_photos  # noqa: E402
+from real_faces import Judge, boundary_direction, held_out, renderer  # noqa: E402
 
 #: tuning variants: name → RefineConfig keyword arguments (on top of the CLI's settings)
 VARIANTS = {
@@ -39,6 +37,9 @@ VARIANTS = {
     "from the 16 px layer": {"layers": ("convTr3", "batchNorm3", "convTr4", "batchNorm4", "convTr5")},
     "from the 32 px layer": {"layers": ("convTr4", "batchNorm4", "convTr5")},
     "all + locality α 3": {"locality": True, "locality_alpha": 3.0, "locality_psi": 1.0},
+    "all + locality α 10": {"locality": True, "locality_alpha": 10.0, "locality_psi": 1.0},
+    "from 32 px + locality α 3": {"layers": ("convTr4", "batchNorm4", "convTr5"), "locality": True,
+                                  "locality_alpha": 3.0, "locality_psi": 1.0},
 }
 EDITED = ("age", "gender", "smile")
 D = 3.0
@@ -85,15 +86,12 @@ def main() -> int:
     p.add_argument("--celeba", type=int, default=8)
     p.add_argument("--utk", type=int, default=10)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    p.add_argument("--steps", type=int, default=350, help="tuning steps at most (PTI: 350)")
+    p.add_argument("--steps", type=int, default=60, help="tuning steps at most (the demo's cap: 60; PTI: 350)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/pti_edits"))
     args = p.parse_args()
     start = time.perf_counter()
     pack = idinvert.load_pack(args.pack)
-    framing = framing_from_config(pack.config) or utkface_framing(pack.resolution)
-    crop = crop_between(framing, utkface_framing(pack.resolution))
-    photos = celeba_photos(args.celeba) + utk_photos(args.utk)
-    x, kept, _ = aligned(photos, framing.with_size(pack.resolution))
+    x, kept, crop = held_out(pack, args.celeba, args.utk)
     judge, predictor = Judge(), load_predictor(pack)
     photo_desc = judge.descriptors(judge.tight(x, crop))
     codes = idinvert.invert(x, pack, batch_size=16, rng=torch.Generator().manual_seed(0)).codes.cpu()

@@ -52,6 +52,7 @@ from idinvert.attributes.amounts import Amount, attribute_reader, solve_distance
 from idinvert.attributes.predictor import crop_between, crop_square
 from idinvert.boundaries import load_boundary
 from idinvert.engine.editing import manipulate
+from idinvert.engine.refine import pack_refine_config
 from idinvert.images import tensor_to_uint8, to_rgb
 from idinvert.metrics import lpips_distance, mse
 from idinvert.metrics.identity import face_descriptors
@@ -129,6 +130,19 @@ def aligned(photos: list[Photo], framing) -> tuple[torch.Tensor, list[int], list
         faces.append(align_face(photo.image, largest, framing).image)
         kept.append(i)
     return torch.stack(faces), kept, missed
+
+
+def judged_crop(pack) -> tuple:
+    """The pack's framing and, inside it, the tight UTKFace-framed square every model judges."""
+    framing = framing_from_config(pack.config) or utkface_framing(pack.resolution)
+    return framing, crop_between(framing, utkface_framing(pack.resolution))
+
+
+def held_out(pack, celeba: int, utk: int) -> tuple[torch.Tensor, list[int], tuple]:
+    """``celeba`` + ``utk`` held-out photos aligned to the pack's framing, the indices kept, the judged crop."""
+    framing, crop = judged_crop(pack)
+    x, kept, _ = aligned(celeba_photos(celeba) + utk_photos(utk), framing.with_size(pack.resolution))
+    return x, kept, crop
 
 
 # --- the judges ---------------------------------------------------------------------------------------------
@@ -272,8 +286,7 @@ def summary(rows: dict[str, np.ndarray], keep: np.ndarray | None = None) -> dict
 def run_pack(name: str, photos: dict[str, list[Photo]], modes: list[str], judge: Judge, refine_steps: int | None,
              figure_rows: int) -> tuple[dict, dict]:
     pack = idinvert.load_pack(name)
-    framing = framing_from_config(pack.config) or utkface_framing(pack.resolution)
-    crop = crop_between(framing, utkface_framing(pack.resolution))
+    framing, crop = judged_crop(pack)
     predictor = load_predictor(pack)
     result, pictures = {"pack": pack.name, "framing_crop": list(crop), "sets": {}}, {}
     for set_name, group in photos.items():
@@ -293,7 +306,7 @@ def run_pack(name: str, photos: dict[str, list[Photo]], modes: list[str], judge:
             t0 = time.perf_counter()
             tuned, recon = None, inverted.reconstructions.cpu()
             if mode == "pti":
-                config = idinvert.RefineConfig() if refine_steps is None else idinvert.RefineConfig(steps=refine_steps)
+                config = pack_refine_config(pack, steps=refine_steps)  # the pack's tuning settings, as the demo's
                 refined = idinvert.refine(x, inverted.codes, pack, config, batch_size=16)
                 tuned, recon = refined.tuned, refined.reconstructions.cpu()
                 entry["seconds"]["tune"] = round(time.perf_counter() - t0, 1)
@@ -426,7 +439,7 @@ def main() -> int:
     p.add_argument("--modes", nargs="+", default=["in-domain", "pti"], choices=("in-domain", "pti"))
     p.add_argument("--celeba", type=int, default=32, help="CelebA test photos")
     p.add_argument("--utk", type=int, default=100, help="UTKFace test photos (equal per race)")
-    p.add_argument("--refine-steps", type=int, default=None)
+    p.add_argument("--refine-steps", type=int, default=60, help="tuning steps at most (the demo's cap)")
     p.add_argument("--figure-rows", type=int, default=4)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--render", action="store_true", help="only redraw OUT.md from OUT.json")

@@ -80,11 +80,12 @@ def inversion_config(args: argparse.Namespace) -> InversionConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = inversion_config(args)
-    refining = refine_config_of(args)
+    refine_config_of(args)  # --refine-steps checked before any work
     paths = expand_inputs(args.inputs)
     check_output_dir(args.out, inputs=[*args.inputs, *paths, args.model])
     world = init_distributed(device_of(args))  # one process, or this process's share under torchrun
     pack = load_pack(args.model, device=world.device)
+    refining = refine_config_of(args, pack)
     job = DatasetJob(sources=paths, names=unique_names(paths), out=args.out, config=resolve_lambda_vgg(config, pack),
                      seed=args.seed, batch_size=batch_size_of(args, pack), images=not args.no_images,
                      resume=args.resume)

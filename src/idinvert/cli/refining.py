@@ -5,11 +5,12 @@ an interpolation through tuned generators. Invert folders with tuned generators 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import torch
 
 from ..engine.invert_folder import Inverted, tuning_entry
-from ..engine.refine import REFINE_METHODS, RefineConfig, RefineResult, refine
+from ..engine.refine import REFINE_METHODS, RefineConfig, RefineResult, pack_refine_config, refine
 from ..engine.tuned import TunedWeights, synthesize_tuned, tuned_between
 from ..errors import ConfigError
 from ..pack import ModelPack
@@ -30,12 +31,16 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
                         f"its LPIPS is ≤ {d.lpips_threshold})")
 
 
-def refine_config_of(args: argparse.Namespace) -> RefineConfig | None:
+def refine_config_of(args: argparse.Namespace, pack: ModelPack | None = None) -> RefineConfig | None:
+    """--refine's settings: PTI's, with ``pack``'s own tuning defaults (e.g. which layers it tunes) when given,
+    and --refine-steps on top."""
     if getattr(args, "refine", None) is None:
         return None
     steps = args.refine_steps
     if not isinstance(steps, int) or not 0 <= steps <= MAX_REFINE_STEPS:
         raise ConfigError(f"--refine-steps must be an integer from 0 to {MAX_REFINE_STEPS}; got {steps}")
+    if pack is not None:
+        return replace(pack_refine_config(pack, steps=steps), method=args.refine)
     return RefineConfig(method=args.refine, steps=steps)
 
 
@@ -56,7 +61,7 @@ def run_refinement(args: argparse.Namespace, pack: ModelPack, images: torch.Tens
 def refine_missing(args: argparse.Namespace, pack: ModelPack, inverted: Inverted) -> dict:
     """With --refine, tune the generators of inputs that have none yet (photos inverted on the spot or
     an untuned invert folder), setting ``inverted.tuned``; returns the manifest entries to add."""
-    config = refine_config_of(args)
+    config = refine_config_of(args, pack)
     if config is None or inverted.tuned is not None:
         return {}
     result = run_refinement(args, pack, inverted.originals, inverted.codes, config, REFINE_BATCH)

@@ -39,7 +39,7 @@ from ..attributes import boundary_sign
 from ..attributes.predictor import EDIT_NAMES, AttributePredictor
 from ..boundaries import Boundary
 from ..engine.inversion import InversionConfig, invert
-from ..engine.refine import RefineConfig
+from ..engine.refine import pack_refine_config
 from ..engine.tuned import synthesize
 from ..errors import ConfigError, IdinvertError
 from ..metrics.fid import GaussianStatistics
@@ -485,7 +485,7 @@ def pti(ev: Evaluation) -> dict[str, Any] | None:
     if c.refine_steps <= 0:
         return None
     specs = table2_methods(ev.methods)
-    config = RefineConfig(steps=c.refine_steps)
+    config = pack_refine_config(ev.pack, steps=c.refine_steps)  # the pack's tuning defaults, as the CLI's
     boundaries = {}
     for name, boundary in ev.boundaries.items():
         output = boundary_output(name, boundary)
