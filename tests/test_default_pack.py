@@ -80,9 +80,14 @@ def test_invert_a_test_photo_without_any_option(tmp_path):
     stem = photo.name.split(".")[0]
     ori, enc, inv = (np.asarray(Image.open(next(out.glob(f"{stem}*_{k}.png"))), dtype=np.float64) / 127.5 - 1
                      for k in ("ori", "enc", "inv"))
-    mse_enc, mse_inv = ((enc - ori) ** 2).mean(), ((inv - ori) ** 2).mean()
-    assert mse_inv < mse_enc  # optimisation improves on the encoder's start
-    assert mse_inv < 0.12  # a face, not a blur: PSNR above ≈ 15 dB
+    from idinvert.metrics import lpips_distance
+
+    as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float()  # noqa: E731
+    lpips_enc, lpips_inv = (float(lpips_distance(as_tensor(a), as_tensor(ori))) for a in (enc, inv))
+    # optimisation improves on the encoder's start in what it optimises (pixels + VGG features); pixel MSE
+    # alone need not fall on a photo in another framing (here UTKFace's, unaligned)
+    assert lpips_inv < lpips_enc - 0.02
+    assert ((inv - ori) ** 2).mean() < 0.12  # a face, not a blur: PSNR above ≈ 15 dB
 
 
 def test_edit_by_attribute_name_moves_the_predicted_attribute(bundled):
