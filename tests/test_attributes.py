@@ -144,6 +144,18 @@ def test_projection_removes_the_condition():
     assert np.allclose(np.linalg.norm(p[0], axis=1), 1, atol=1e-6)
 
 
+def test_projection_removes_every_condition_at_once():
+    """Two correlated conditions: the result is orthogonal to both (one after the other would leave a
+    component along the first)."""
+    rng = np.random.default_rng(1)
+    b, c1 = rng.normal(size=(1, 3, 8)), rng.normal(size=(1, 3, 8))
+    c2 = c1 + 0.5 * rng.normal(size=(1, 3, 8))
+    p = project_out(b, c1, c2)
+    for c in (c1, c2):
+        assert np.allclose((p[0] * c[0]).sum(1), 0, atol=1e-6)
+    assert not np.allclose((project_out(project_out(b, c1), c2)[0] * c1[0]).sum(1), 0, atol=1e-3)
+
+
 def test_a_predictor_reads_the_crop_of_a_looser_framing():
     from idinvert.align import Framing, utkface_framing
     from idinvert.attributes import predictor_config_from_dict, predictor_entry

@@ -95,3 +95,18 @@ def test_copy_pack_keeps_listed_files_and_halves_chosen_networks(tiny_pack_dir, 
         assert f.get_tensor("block0.conv.weight").dtype == torch.float16
     with safe_open(str(tmp_path / "dst" / "generator.safetensors"), "pt") as f:
         assert f.get_tensor("synthesis.layer1.conv.weight").dtype == torch.float32
+
+
+def test_a_written_pack_has_the_usual_modes(tiny_pack_dir, tmp_path):
+    """Not the private modes of its staging folder (0700) and of safetensors' files (0600)."""
+    import os
+
+    from idinvert.pack import copy_pack
+
+    mask = os.umask(0o022)
+    try:
+        copy_pack(load_pack(tiny_pack_dir), tmp_path / "dst")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "dst").stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "dst").iterdir() if p.is_file()} == {0o644}

@@ -63,6 +63,15 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def usual_modes(folder: str | os.PathLike) -> None:
+    """Give a folder made in private (``mkdtemp``: 0700; safetensors files: 0600) and everything in it the
+    modes a plain ``mkdir`` and ``open`` would have given, before it is moved into place."""
+    mask = _umask()
+    for path in Path(folder).rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+    os.chmod(folder, 0o777 & ~mask)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

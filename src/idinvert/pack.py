@@ -36,7 +36,7 @@ from torch import nn
 from .align import Framing, framing_from_config, utkface_framing
 from .boundaries import Boundary, load_boundary, parse_layers
 from .errors import BoundaryError, CheckpointError, ConfigError
-from .fileio import atomic_path, write_text
+from .fileio import atomic_path, usual_modes, write_text
 from .formats.common import load_strict
 from .networks import (DISCRIMINATOR_KINDS, GENERATOR_KINDS, CodeGenerator, Discriminator, DomainGuidedEncoder,
                        VGG16Features)
@@ -418,6 +418,7 @@ def save_pack(folder: str | os.PathLike, *, name: str, generator: CodeGenerator,
             shutil.copyfile(source, target)
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(card or _default_card(config, generator), encoding="utf-8")
+        usual_modes(staging)
         _swap_into_place(staging, folder)
     finally:
         if staging.exists():

@@ -94,11 +94,18 @@ def fit_layer_svms(codes: np.ndarray, labels: np.ndarray, *, c: float, train_fra
     return np.stack(normals).astype(np.float32), accuracy
 
 
-def project_out(boundary: np.ndarray, condition: np.ndarray) -> np.ndarray:
-    """Per layer: remove the component along the condition's row, renormalise ``[1, L, C]``."""
-    b, c = boundary[0].astype(np.float64), condition[0].astype(np.float64)
-    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
-    b = b - (b * c).sum(axis=1, keepdims=True) * c
+def project_out(boundary: np.ndarray, *conditions: np.ndarray) -> np.ndarray:
+    """Per layer: remove the components in the span of the conditions' rows, renormalise ``[1, L, C]``.
+
+    With several conditions the projection is onto the orthogonal complement of their span (InterFaceGAN's
+    conditional manipulation), not one condition after another, which would bring back a component along
+    an earlier condition when the conditions are not orthogonal."""
+    b = boundary[0].astype(np.float64)
+    if conditions:
+        c = np.stack([cond[0].astype(np.float64) for cond in conditions], axis=1)  # [L, K, C]
+        for layer in range(b.shape[0]):
+            q, _ = np.linalg.qr(c[layer].T)  # [C, K] orthonormal basis of the span
+            b[layer] -= q @ (q.T @ b[layer])
     return (b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12))[None].astype(np.float32)
 
 
@@ -149,8 +156,7 @@ def train_boundary(generator: CodeGenerator, predictor: AttributePredictor, attr
     normals, accuracy = fit_layer_svms(codes[kept].cpu().numpy(), labels, c=config.svm_c,
                                        train_fraction=config.train_fraction, seed=config.seed)
     boundary = normals[None]
-    for other in (conditions or {}).values():
-        boundary = project_out(boundary, other)
+    boundary = project_out(boundary, *(conditions or {}).values())
     if progress:
         progress("fitted")
     effects = layer_effects(generator, predictor, boundary, attribute, samples=config.search_samples,
