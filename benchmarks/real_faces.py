@@ -427,7 +427,7 @@ def picture(pictures: dict, path: Path, pack_name: str, mode: str) -> None:
         for i in range(len(x)):
             rows.append((f"{set_name} {i + 1}", [x[i], base[i], recon[i], made["age_minus"][i], made["age_plus"][i],
                                                   made["gender"][i], made["smile"][i]]))
-    header = ["photo", "in-domain", "tuned" if mode == "pti" else "(same)", "age −15 y", "age +15 y",
+    header = ["photo", "in-domain", "tuned" if mode == "pti" else "(same)", "age -15 y", "age +15 y",
               "other gender", "smile 0.9"]
     labelled_grid(rows, cell=112, label_width=90, header=header).save(path)
 
