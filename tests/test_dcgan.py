@@ -207,6 +207,6 @@ def test_editor_hides_style_mixing_for_a_single_latent(dcgan_pack_dir, tmp_path)
                                                                 samples={}))
     try:
         info = app.test_client().get("/api/info").get_json()
-        assert info["mix"] is None and info["pack"]["code_shape"] == [1, Z]
+        assert info["mix"] is None and info["pack"]["code_shape"] == [1, Z] and info["pack"]["code_space"] == "z"
     finally:
         app.extensions["idinvert"].close()

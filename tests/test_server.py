@@ -139,7 +139,7 @@ def render(client, sid, **params) -> np.ndarray:
 
 def test_info_describes_the_pack_its_sliders_and_limits(make_app):
     info = make_app(samples={"test-photo": lambda: Image.new("RGB", (64, 64))}).test_client().get("/api/info").json
-    assert info["pack"]["resolution"] == 32 and info["pack"]["code_shape"] == [8, 32]
+    assert info["pack"]["resolution"] == 32 and info["pack"]["code_shape"] == [8, 32] and info["pack"]["code_space"] == "W+"
     assert [a["name"] for a in info["attributes"]] == list(ATTRIBUTES)
     assert info["attributes"][0]["min"] == -3 and info["attributes"][0]["max"] == 3
     assert info["samples"] == ["test-photo"] and info["steps"] == STEPS

@@ -195,7 +195,7 @@ class Editor:
         low, high, _ = DEFAULT_DISTANCES
         return {
             "pack": {"name": self.pack.name, "resolution": self.pack.resolution, "code_shape": [num_layers, w_dim],
-                     "device": str(self.pack.device)},
+                     "code_space": "W+" if self.pack.generator.layerwise else "z", "device": str(self.pack.device)},
             "steps": self.steps,
             "attributes": [{"name": name, "min": low, "max": high, "step": 0.1,
                             "layers": list(b.layers) if b.layers is not None else None,

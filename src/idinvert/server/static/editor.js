@@ -73,7 +73,7 @@
     }
     const p = state.info.pack;
     $("pack-line").textContent = `Model pack “${p.name}”: ${p.resolution}×${p.resolution} px faces, ` +
-      `W+ codes ${p.code_shape.join("×")}, on ${p.device}; ${state.info.steps} inversion steps per photo.`;
+      `${p.code_space || "W+"} codes ${p.code_shape.join("×")}, on ${p.device}; ${state.info.steps} inversion steps per photo.`;
     if (state.info.alignment.notice) show($("global-message"), state.info.alignment.notice);
     if (state.info.refine) {
       $("faithful-label").title += ` (at most ${state.info.refine.steps} tuning steps).`;
