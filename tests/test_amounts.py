@@ -88,3 +88,14 @@ def test_the_reader_speaks_the_attribute_units():
     assert torch.allclose(beard, 1 - torch.sigmoid(predictor.score(images, "No_Beard")), atol=1e-6)
     with pytest.raises(ConfigError, match="no 'wings'"):
         attribute_reader(predictor, "wings")
+
+
+def test_the_reader_goes_through_the_packs_calibration():
+    predictor = AttributePredictor(PredictorConfig(resolution=16, channels=(4, 8))).eval()
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    raw_smile = predictor.score(images, "Smiling")
+    raw_age = predictor.score(images, "age")
+    predictor.calibration = {"Smiling": (2.0, -0.5), "age": (1.5, 3.0)}
+    assert torch.allclose(attribute_reader(predictor, "smile")(images), torch.sigmoid(2.0 * raw_smile - 0.5), atol=1e-6)
+    assert torch.allclose(attribute_reader(predictor, "age")(images), 1.5 * raw_age + 3.0, atol=1e-4)
+    assert torch.allclose(predictor.score(images, "Smiling"), raw_smile)  # raw scores (boundary labels) stay raw

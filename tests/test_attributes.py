@@ -178,3 +178,42 @@ def test_a_predictor_reads_the_crop_of_a_looser_framing():
     assert logits.shape == (2, 1) and age.shape == (2,)
     with pytest.raises(ConfigError, match="inside the image"):
         PredictorConfig(input_crop=(0.8, 0.0, 0.5))
+
+
+def test_platt_scaling_and_the_age_line_recover_known_calibrations():
+    from idinvert.attributes.calibration import fit_linear, fit_platt, log_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4000, generator=g) * 2
+    labels = (torch.rand(4000, generator=g) < torch.sigmoid(2.5 * logits - 1.0)).float()  # under-confident logits
+    a, b = fit_platt(logits, labels)
+    assert abs(a - 2.5) < 0.25 and abs(b + 1.0) < 0.2
+    assert log_loss(a * logits + b, labels) < log_loss(logits, labels)
+    readings = torch.rand(200, generator=g) * 60
+    a, b = fit_linear(readings, 1.4 * readings - 5)
+    assert abs(a - 1.4) < 1e-6 and abs(b + 5) < 1e-4
+    with pytest.raises(ValueError, match="each class"):
+        fit_platt(logits[:30], torch.ones(30))
+
+
+def test_a_crafted_calibration_in_a_pack_is_refused(pack_with_predictor, tmp_path):
+    from idinvert.errors import CheckpointError, ConfigError
+
+    pack_dir, _ = pack_with_predictor
+    for bad, match in (({"Smiling": [float("nan"), 0]}, "NaN is not JSON"), ({"Smiling": [-1, 0]}, "out of range"),
+                       ({"age": [1.0, 1e6]}, "out of range"),
+                       ({"Sparkle": [1, 0]}, "does not output"), ({"Smiling": "steep"}, r"\[scale, shift\]"),
+                       (["Smiling"], "JSON object")):
+        folder = tmp_path / f"pack{abs(hash(str(bad)))}"
+        shutil.copytree(pack_dir, folder)
+        config = json.loads((folder / "config.json").read_text())
+        config["predictor"]["calibration"] = bad
+        (folder / "config.json").write_text(json.dumps(config))
+        with pytest.raises((CheckpointError, ConfigError), match=match):
+            load_predictor(load_pack(folder))
+    folder = tmp_path / "good"
+    shutil.copytree(pack_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["predictor"]["calibration"] = {"Smiling": [2, 0.5], "age": [1.1, -2]}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_predictor(load_pack(folder)).calibration == {"Smiling": (2.0, 0.5), "age": (1.1, -2.0)}

@@ -19,6 +19,7 @@ from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_path
 from ..formats.common import load_strict
 from ..networks.config import from_dict
+from .calibration import check_calibration
 from .predictor import EDIT_NAMES, AttributePredictor, PredictorConfig
 
 PREDICTOR_FILE = "attributes.safetensors"
@@ -42,6 +43,8 @@ def load_predictor(pack) -> AttributePredictor:
     model = AttributePredictor(predictor_config_from_dict(entry["config"]))
     path = pack.file(entry.get("file", PREDICTOR_FILE))
     load_strict(model, load_file(str(path)), str(path))
+    model.calibration = check_calibration(entry.get("calibration"), model.names,
+                                          what=f"pack {pack.name!r}: predictor calibration")
     return model.to(pack.device).eval()
 
 
@@ -56,7 +59,10 @@ def predictor_entry(model: AttributePredictor, report: dict | None = None) -> di
     config = {"resolution": c.resolution, "binary": list(c.binary), "channels": list(c.channels)}
     if c.input_crop is not None:
         config["input_crop"] = list(c.input_crop)
-    return {"file": PREDICTOR_FILE, "config": config, "report": report or {}}
+    entry = {"file": PREDICTOR_FILE, "config": config, "report": report or {}}
+    if model.calibration:
+        entry["calibration"] = {name: list(pair) for name, pair in model.calibration.items()}
+    return entry
 
 
 def predictor_output(name: str, predictor: AttributePredictor) -> str:

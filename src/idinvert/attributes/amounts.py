@@ -163,7 +163,8 @@ def code_renderer(generator: CodeGenerator, tuned: TunedWeights | None = None, *
 
 def attribute_reader(predictor: AttributePredictor, attribute: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """images ``[N, 3, R, R]`` → the attribute in its units ``[N]``: age in years, or the probability of a
-    yes/no attribute (for ``beard``: 1 − P(No_Beard)). Unknown names are a one-line ConfigError."""
+    yes/no attribute (for ``beard``: 1 − P(No_Beard)), through the pack's calibration of the predictor where
+    it has one (``attributes.calibration``). Unknown names are a one-line ConfigError."""
     output = EDIT_NAMES.get(attribute, attribute)
     if output not in predictor.names:
         known = ", ".join(sorted(set(EDIT_NAMES) | set(predictor.names)))
@@ -174,7 +175,7 @@ def attribute_reader(predictor: AttributePredictor, attribute: str) -> Callable[
     @torch.no_grad()
     def read(images: torch.Tensor) -> torch.Tensor:
         device = next(predictor.parameters()).device
-        value = predictor.score(images.to(device), output).float().cpu()
+        value = predictor.reading(images.to(device), output).float().cpu()
         if output == "age":
             return value
         p = torch.sigmoid(value)

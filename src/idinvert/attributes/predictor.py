@@ -86,6 +86,8 @@ class AttributePredictor(nn.Module):
         self.dropout = nn.Dropout(0.2)
         self.binary_head = nn.Linear(cin, len(config.binary))
         self.age_head = nn.Linear(cin, 1)
+        #: output name → (a, b) of its calibration in the pack's framing (``attributes.calibration``)
+        self.calibration: dict[str, tuple[float, float]] = {}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         r = self.config.resolution
@@ -105,6 +107,15 @@ class AttributePredictor(nn.Module):
         if name == "age":
             return age
         return logits[:, self.index(name)]
+
+    def reading(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """``score`` through the pack's calibration of ``name`` (``a·score + b``), where it has one: the
+        logit whose sigmoid is the probability to trust, or age in years."""
+        value = self.score(x, name)
+        if name in self.calibration:
+            a, b = self.calibration[name]
+            value = value * a + b
+        return value
 
     def index(self, name: str) -> int:
         try:
