@@ -183,7 +183,9 @@ def test_float32_batched_tuning_agrees_for_the_first_steps():
     config = RefineConfig(steps=2, lr=3e-4, lpips_threshold=None)
     together = refine(images, codes, stub_pack(g), config)
     alone = refine(images[1:2], codes[1:2], stub_pack(g), config)
-    assert torch.allclose(alone.losses["total"][:, 0], together.losses["total"][:, 1], rtol=1e-5)
+    # float32 convolutions of batch 1 and batch 2 may sum in another order: 1.1e-5 relative on this machine's
+    # CPU (it was below 1e-5 on earlier ones); a tuning that leaked across images would differ by far more
+    assert torch.allclose(alone.losses["total"][:, 0], together.losses["total"][:, 1], rtol=1e-4)
 
 
 def test_early_stop_leaves_an_image_that_is_close_enough_untouched():
