@@ -4,7 +4,8 @@
 
 Starts ``idinvert serve``'s app on a free loopback port, opens it in Debian's chromium through
 Playwright (``executable_path``; no browser download), uploads the photo (default: scikit-image's
-astronaut), waits for the inversion, moves the first sliders, adds a second photo when given, and
+astronaut), waits for the inversion (and the tuning, when the page tunes), moves the age slider 15 years up (the
+first sliders by raw distances for a pack without units), adds a second photo when given, and
 saves a full-page screenshot. Needs flask, playwright and /usr/bin/chromium.
 """
 
@@ -56,9 +57,17 @@ def main() -> None:
             page.wait_for_selector("body[data-session=open]", timeout=WAIT_MS)
             page.set_input_files("#file-a", str(photo))
             page.wait_for_selector("body[data-inverted=yes]", timeout=WAIT_MS)
+            if page.locator("#faithful:checked").count():  # wait for the tuned, faithful face
+                page.wait_for_selector("#faithful-time:not(:empty)", timeout=WAIT_MS)  # (the page's CSP: no eval)
             sliders = page.locator("#sliders input[type=range]")
-            for k, value in zip(range(sliders.count()), ("1.5", "-1.0")):
-                sliders.nth(k).evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", value)
+            age = page.locator("#sliders input[data-unit=years]")
+            if age.count():  # in units: 15 years older than the person's predicted age
+                age.first.evaluate("el => { el.value = String(Number(el.value) + 15); "
+                                   "el.dispatchEvent(new Event('input')); }")
+            else:  # raw distances
+                for k, value in zip(range(sliders.count()), ("1.5", "-1.0")):
+                    sliders.nth(k).evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }",
+                                            value)
             if args.second is not None:
                 page.set_input_files("#file-b", str(args.second))
                 page.wait_for_selector("#combine:not([hidden])", timeout=WAIT_MS)
