@@ -83,10 +83,8 @@ def predictor_units(pack, predictor, judge: Judge, crop, x: torch.Tensor, photos
     calibration where it has one)."""
     labels = [photos[i].labels for i in kept]
     sets = np.array([photos[i].set for i in kept])
-    calibration, predictor.calibration = predictor.calibration, {}
-    smile = attribute_reader(predictor, "smile")(x).numpy()
-    male = attribute_reader(predictor, "gender")(x).numpy()
-    predictor.calibration = calibration
+    smile = attribute_reader(predictor, "smile", calibrated=False)(x).numpy()
+    male = attribute_reader(predictor, "gender", calibrated=False)(x).numpy()
     smile_cal = attribute_reader(predictor, "smile")(x).numpy()
     age = attribute_reader(predictor, "age")(x).numpy()
     judge_age, judge_male = judge.age_gender(judge.tight(x, crop))
@@ -125,10 +123,9 @@ def predictor_units(pack, predictor, judge: Judge, crop, x: torch.Tensor, photos
 def along_boundaries(pack, predictor, judge: Judge, crop, x, codes, tuned, photo_desc, judge_age_recon) -> tuple:
     out, strips = {}, {}
     rows = torch.arange(len(codes))
-    calibration, predictor.calibration = predictor.calibration, {}  # raw readings along the boundaries
     for attribute in ATTRIBUTES:
         step = boundary_direction(pack, attribute)
-        read = attribute_reader(predictor, attribute)
+        read = attribute_reader(predictor, attribute, calibrated=False)  # raw readings along the boundaries
         out[attribute] = {}
         for name, weights in (("untuned", None), ("tuned", tuned)):
             render = code_renderer(pack.generator, weights, batch_size=32)
@@ -147,7 +144,6 @@ def along_boundaries(pack, predictor, judge: Judge, crop, x, codes, tuned, photo
                 strip.append(images[:2])
             out[attribute][name] = cells
             strips[(attribute, name)] = torch.stack(strip, dim=1)  # [2, D, 3, R, R]
-    predictor.calibration = calibration
     return out, strips
 
 

@@ -99,3 +99,5 @@ def test_the_reader_goes_through_the_packs_calibration():
     assert torch.allclose(attribute_reader(predictor, "smile")(images), torch.sigmoid(2.0 * raw_smile - 0.5), atol=1e-6)
     assert torch.allclose(attribute_reader(predictor, "age")(images), 1.5 * raw_age + 3.0, atol=1e-4)
     assert torch.allclose(predictor.score(images, "Smiling"), raw_smile)  # raw scores (boundary labels) stay raw
+    assert torch.allclose(attribute_reader(predictor, "smile", calibrated=False)(images), torch.sigmoid(raw_smile),
+                          atol=1e-6)

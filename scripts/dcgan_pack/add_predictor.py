@@ -33,14 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     target = load_pack(args.pack)
     crop = crop_between(framing_from_config(target.config), framing_from_config(source.config) or utkface_framing())
     predictor.config = dataclasses.replace(predictor.config, input_crop=crop)
-    predictor.calibration = {}  # fitted in the source's framing: calibrate again (calibrate_predictor.py)
     report = dict(source.config["predictor"].get("report") or {})
     report["reused_from"] = {"pack": source.name, "input_crop": list(crop),
                              "note": "accuracy figures above are the source pack's, in its own framing"}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "attributes.safetensors"
         save_predictor(predictor, path)
-        entry = predictor_entry(predictor, report) | {"calibration": None}  # no stale calibration survives
+        # the source's calibration (and any the target had) fits another framing: calibrate again
+        # (calibrate_predictor.py); None, since update_pack merges the old entry's keys
+        entry = predictor_entry(predictor, report) | {"calibration": None}
         update_pack(args.pack, config_updates={"predictor": entry},
                     files={"attributes.safetensors": path})
     print(f"predictor of {source.name} added to {args.pack} with input_crop {crop}", file=sys.stderr)

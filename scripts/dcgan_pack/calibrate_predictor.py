@@ -5,7 +5,8 @@
 
 Yes/no attributes are calibrated on CelebA's ``val`` split (600 photos no network here trained on: not the
 predictor, the encoder or a boundary). Age is fitted too, on an evenly spread subset of UTKFace's ``train``
-split (the only age labels), but only reported, not applied (the report says why). Every photo is aligned to the pack's framing as ``idinvert align`` does (the largest face).
+split (the only age labels), but only reported, not applied (the report says why). Every photo is
+aligned to the pack's framing as ``idinvert align`` does (the largest face).
 Writes ``predictor.calibration`` (``{"Smiling": [a, b], ...}``, see ``idinvert.attributes.calibration``) and a
 ``predictor.report.calibration`` entry with the fits' before/after figures into the pack's config.json.
 """
@@ -19,12 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from idinvert.align import framing_from_config, utkface_framing
 from idinvert.attributes import load_predictor
 from idinvert.attributes.calibration import fit_linear, fit_platt, log_loss
+from idinvert.attributes.train import predict_dataset
 from idinvert.datasets import ImageDataset, prepare_dataset
 from idinvert.pack import load_pack, update_pack
 
@@ -52,16 +53,6 @@ def prepared(data: Path, cache: Path, pack, utk: int) -> tuple[ImageDataset, Ima
     return ImageDataset(celeba), ImageDataset(utkface)
 
 
-@torch.no_grad()
-def readings(predictor, data: ImageDataset, names: list[str]) -> dict[str, torch.Tensor]:
-    out = {n: [] for n in names}
-    for start in range(0, len(data), 128):
-        x = data.batch(np.arange(start, min(start + 128, len(data))))
-        for n in names:
-            out[n].append(predictor.score(x, n).float())
-    return {n: torch.cat(v) for n, v in out.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("pack", type=Path)
@@ -72,11 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     pack = load_pack(args.pack)
     predictor = load_predictor(pack)
-    predictor.calibration = {}
     celeba, utkface = prepared(args.data, args.cache, pack, args.utk)
     names = [n for n in BINARY if n in predictor.names]
-    cel = readings(predictor, celeba, names)
-    utk = readings(predictor, utkface, ["Male", "age"])
+    with torch.no_grad():  # raw logits and ages, one pass over each set
+        cel_logits, _ = predict_dataset(predictor, celeba)
+        utk_logits, utk_age = predict_dataset(predictor, utkface)
+    cel = {n: cel_logits[:, predictor.index(n)] for n in names}
+    utk = {"Male": utk_logits[:, predictor.index("Male")], "age": utk_age}
     calibration, report = {}, {"photos": {"celeba_val": len(celeba), "utkface_train": len(utkface)}, "fits": {}}
     for name in names:
         logits = cel[name]

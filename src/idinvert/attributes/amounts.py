@@ -161,10 +161,12 @@ def code_renderer(generator: CodeGenerator, tuned: TunedWeights | None = None, *
                                                 batch_size=batch_size)[:, 0].cpu()
 
 
-def attribute_reader(predictor: AttributePredictor, attribute: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def attribute_reader(predictor: AttributePredictor, attribute: str, *, calibrated: bool = True
+                     ) -> Callable[[torch.Tensor], torch.Tensor]:
     """images ``[N, 3, R, R]`` → the attribute in its units ``[N]``: age in years, or the probability of a
     yes/no attribute (for ``beard``: 1 − P(No_Beard)), through the pack's calibration of the predictor where
-    it has one (``attributes.calibration``). Unknown names are a one-line ConfigError."""
+    it has one (``attributes.calibration``; ``calibrated=False``: the raw reading, for comparisons). Unknown
+    names are a one-line ConfigError."""
     output = EDIT_NAMES.get(attribute, attribute)
     if output not in predictor.names:
         known = ", ".join(sorted(set(EDIT_NAMES) | set(predictor.names)))
@@ -175,7 +177,8 @@ def attribute_reader(predictor: AttributePredictor, attribute: str) -> Callable[
     @torch.no_grad()
     def read(images: torch.Tensor) -> torch.Tensor:
         device = next(predictor.parameters()).device
-        value = predictor.reading(images.to(device), output).float().cpu()
+        images = images.to(device)
+        value = (predictor.reading(images, output) if calibrated else predictor.score(images, output)).float().cpu()
         if output == "age":
             return value
         p = torch.sigmoid(value)
