@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             "median_p_positives_before": round(float(before[positive].median()), 3),
             "median_p_positives_after": round(float(after[positive].median()), 3),
             "median_p_negatives_before": round(float(before[~positive].median()), 3),
-            "median_p_negatives_after": round(float(after[~positive].median()), 3)}
+            "median_p_negatives_after": round(float(after[~positive].median()), 3),
+            "share_positives_at_least_0.9_before": round(float((before[positive] >= 0.9).float().mean()), 3),
+            "share_positives_at_least_0.9_after": round(float((after[positive] >= 0.9).float().mean()), 3),
+            "share_negatives_at_least_0.9_after": round(float((after[~positive] >= 0.9).float().mean()), 3)}
     true_age = torch.tensor([float(row["age"]) for row in utkface.labels])
     a, b = fit_linear(utk["age"], true_age)
     slope = fit_linear(true_age, utk["age"])[0]
