@@ -20,7 +20,9 @@ the CLI's settings). Then:
 * edits in the attribute's units, as ``idinvert edit --by/--to`` makes them (the distance along the pack's boundary
   found per photo with the pack's predictor, rendered by the tuned generator in mode ``pti``): age −15 and +15
   years (confirmed when the judge puts them ≥ 10 years apart), the other gender (confirmed when the judge reads
-  the target gender), a smile (probability 0.9; identity kept when the dlib distance to the photo stays < 0.6);
+  the target gender), a smile (probability 0.9; identity kept when the dlib distance to the photo stays < 0.6),
+  made along the pack's local step where the pack has one (``edit_steps``; dcgan-faces64 keeps the face outside
+  the mouth) and, for comparison, along the boundary itself (``--whole-face``);
 * a fixed-distance age edit (d = ±3, the old default) per mode, to show what tuning does to a raw distance.
 
 UTKFace figures are broken down by its labels (gender, race, age band). Results: ``OUT.json``, ``OUT.md``
@@ -48,7 +50,7 @@ from PIL import Image
 import idinvert
 from idinvert.align import align_face, detect_faces, framing_from_config, utkface_framing
 from idinvert.attributes import load_predictor
-from idinvert.attributes.amounts import Amount, attribute_reader, solve_distances
+from idinvert.attributes.amounts import Amount, attribute_reader, edit_steps, solve_distances
 from idinvert.attributes.predictor import crop_between, crop_square
 from idinvert.boundaries import load_boundary
 from idinvert.engine.editing import manipulate
@@ -197,20 +199,24 @@ def edits(pack, codes: torch.Tensor, tuned, predictor) -> dict:
     render = renderer(pack, tuned)
     out = {}
     male_now = attribute_reader(predictor, "gender")(render(codes, torch.arange(len(codes))))
-    plans = {"age_minus": ("age", Amount(by=-15.0)), "age_plus": ("age", Amount(by=15.0)),
-             "smile": ("smile", Amount(to=0.9))}
-    for key, (attribute, amount) in plans.items():
-        solved = solve_distances(attribute_reader(predictor, attribute), render, codes,
-                                 boundary_direction(pack, attribute), amount, attribute=attribute)
-        step = boundary_direction(pack, attribute)
+    # the step of each edit as the library makes it (edit_steps: the pack's local smile where it has one);
+    # "smile_whole" is the smile along the boundary itself (`idinvert edit --whole-face`), for comparison
+    plans = {"age_minus": ("age", Amount(by=-15.0), True), "age_plus": ("age", Amount(by=15.0), True),
+             "smile": ("smile", Amount(to=0.9), True), "smile_whole": ("smile", Amount(to=0.9), False)}
+    for key, (attribute, amount, local) in plans.items():
+        step = edit_steps(pack, attribute, codes, tuned, local=local)
+        solved = solve_distances(attribute_reader(predictor, attribute), render, codes, step, amount,
+                                 attribute=attribute)
         out[key] = (render(codes + solved.distances.view(-1, 1, 1) * step, torch.arange(len(codes))), solved)
+    out["smile_local"] = pack.local_edit("smile") is not None
     # the other gender: per photo towards P(male) 0.05 or 0.95, whichever is the other side of 0.5
-    step = boundary_direction(pack, "gender")
+    steps = edit_steps(pack, "gender", codes, tuned)
     images, rows = torch.empty(len(codes), 3, pack.resolution, pack.resolution), []
     for target in (0.05, 0.95):
         idx = ((male_now >= 0.5) if target < 0.5 else (male_now < 0.5)).nonzero().flatten()
         if len(idx) == 0:
             continue
+        step = steps[idx] if steps.ndim == 3 else steps
         solved = solve_distances(attribute_reader(predictor, "gender"), lambda c, r: render(c, idx[r]), codes[idx],
                                  step, Amount(to=target), attribute="gender")
         images[idx] = render(codes[idx] + solved.distances.view(-1, 1, 1) * step, idx)
@@ -245,6 +251,7 @@ def per_photo(pack, x: torch.Tensor, recon: torch.Tensor, made: dict, judge: Jud
     fixed = [judge.age_gender(tight(images))[0] for images in made["fixed_age"]]
     recon_desc = judge.descriptors(tight(recon))
     smile_desc = judge.descriptors(tight(made["smile"][0]))
+    whole_desc = judge.descriptors(tight(made["smile_whole"][0])) if made["smile_local"] else smile_desc
     return {
         "lpips": lpips_distance(recon.clamp(-1, 1), x).cpu().numpy(),
         "mse": mse(recon.clamp(-1, 1), x).cpu().numpy(),
@@ -256,6 +263,9 @@ def per_photo(pack, x: torch.Tensor, recon: torch.Tensor, made: dict, judge: Jud
         "gender_edit": (male_g == made["target_male"].numpy()).astype(float),
         "smile_distance": (smile_desc - photo_desc).norm(dim=1).numpy(),
         "smile_identity": ((smile_desc - photo_desc).norm(dim=1) < SAME_PERSON).numpy().astype(float),
+        "smile_reached": made["smile"][1].reachable.numpy().astype(float),
+        "smile_whole_identity": ((whole_desc - photo_desc).norm(dim=1) < SAME_PERSON).numpy().astype(float),
+        "smile_whole_reached": made["smile_whole"][1].reachable.numpy().astype(float),
         "fixed_age_gap": fixed[1] - fixed[0],
         "age_plus_reached": made["age_plus"][1].reachable.numpy().astype(float),
         "age_minus_reached": made["age_minus"][1].reachable.numpy().astype(float),
@@ -279,6 +289,9 @@ def summary(rows: dict[str, np.ndarray], keep: np.ndarray | None = None) -> dict
         "age_edit": share(r["age_edit"]), "age_gap_median": float(np.median(r["age_gap"])),
         "fixed_age_gap_median": float(np.median(r["fixed_age_gap"])),
         "smile_identity": share(r["smile_identity"]),
+        "smile_reached": share(r["smile_reached"]),
+        "smile_whole_identity": share(r["smile_whole_identity"]),
+        "smile_whole_reached": share(r["smile_whole_reached"]),
         "age_targets_reached": share(np.concatenate([r["age_plus_reached"], r["age_minus_reached"]])),
     }
 
@@ -353,7 +366,8 @@ COLUMNS = (("lpips", "LPIPS", "{:.3f}"), ("mse", "MSE", "{:.3f}"), ("identity_ke
            ("gender_kept", "gender kept", "{:.0%}"), ("age_corr", "age corr", "{:.2f}"),
            ("gender_edit", "gender edit confirmed", "{:.0%}"), ("age_edit", "age −15/+15 ≥ 10 y apart", "{:.0%}"),
            ("age_gap_median", "median gap (y)", "{:+.1f}"), ("fixed_age_gap_median", "d ±3 gap (y)", "{:+.1f}"),
-           ("smile_identity", "identity after smile", "{:.0%}"))
+           ("smile_identity", "identity after smile", "{:.0%}"), ("smile_reached", "smile reached", "{:.0%}"),
+           ("smile_whole_identity", "… whole-face smile", "{:.0%}"))
 
 
 def fmt(value, pattern: str) -> str:

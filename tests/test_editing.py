@@ -267,3 +267,56 @@ def test_diffuse_reports_nan_as_nonfinite(tiny_pack):
     targets[:, :, 15, 15] = float("nan")  # inside the patch
     with pytest.raises(NonFiniteError, match="NaN"):
         diffuse(targets, torch.zeros(1, 3, 32, 32), tiny_pack, steps=1)
+
+
+# --- local steps ----------------------------------------------------------------------------------
+
+def _dcgan():
+    from idinvert.pack import load_pack
+    return load_pack("dcgan-faces64")
+
+
+def test_a_local_step_keeps_the_region_outside_the_ellipse_and_moves_as_far_along_the_boundary():
+    from idinvert.engine.editing import local_steps, outside_ellipse
+    from idinvert.engine.tuned import TunedWeights
+
+    pack = _dcgan()
+    z = torch.randn(2, 1, 100, generator=torch.Generator().manual_seed(3))
+    n = torch.randn(1, 100, generator=torch.Generator().manual_seed(4))
+    n = n / n.norm()
+    keep = outside_ellipse(64, (0.5, 0.75), (0.3, 0.15))
+    assert keep.shape == (64, 64) and keep[48, 32] == 0 and keep[5, 5] == 1 and 0.8 < keep.mean() < 0.95
+    v = local_steps(pack.generator, z, n, keep, stiffness=0.01)
+    assert v.shape == (2, 1, 100)
+    # as far along the boundary's normal as the boundary's own step
+    assert torch.allclose((v.flatten(1) * n.flatten()).sum(1), torch.ones(2), atol=1e-4)
+
+    def outside_change(step, d=0.2):
+        moved = synthesize(pack.generator, z + d * step) - synthesize(pack.generator, z)
+        return ((moved.abs().mean(1) * keep).sum((1, 2)) / keep.sum())
+
+    def inside_change(step, d=0.2):
+        moved = synthesize(pack.generator, z + d * step) - synthesize(pack.generator, z)
+        return ((moved.abs().mean(1) * (1 - keep)).sum((1, 2)) / (1 - keep).sum())
+
+    plain, local = outside_change(n.expand(2, 1, 100)), outside_change(v)
+    assert (local < 0.5 * plain).all(), (local, plain)  # the rest of the face moves far less
+    assert (inside_change(v) > 0.5 * local).all()  # while the region itself still changes
+    # a stiff step nears the boundary's step; zero tuning deltas are the untuned generator
+    cosine = lambda steps: torch.nn.functional.cosine_similarity(steps.flatten(1), n.flatten()[None])  # noqa: E731
+    stiff = local_steps(pack.generator, z, n, keep, stiffness=10.0)
+    assert (cosine(stiff) > 0.95).all() and (cosine(stiff) > cosine(v) + 0.1).all()
+    zeros = TunedWeights.zeros(pack.generator, 2)
+    assert torch.allclose(local_steps(pack.generator, z, n, keep, tuned=zeros, stiffness=0.01), v, atol=1e-4)
+
+
+def test_local_steps_refuse_wide_codes_and_bad_stiffness():
+    from idinvert.engine.editing import local_steps, outside_ellipse
+
+    pack = _dcgan()
+    keep = outside_ellipse(64, (0.5, 0.75), (0.3, 0.15))
+    with pytest.raises(ConfigError, match="at most 1024"):
+        local_steps(pack.generator, torch.zeros(1, 14, 512), torch.zeros(14, 512), keep)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="stiffness"):
+            local_steps(pack.generator, torch.zeros(1, 1, 100), torch.ones(1, 100), keep, stiffness=bad)

@@ -8,6 +8,7 @@ import json
 import time
 
 import numpy as np
+import torch
 import pytest
 
 pytest.importorskip("flask", reason="the web editor needs Flask: pip install 'flask>=3.0,<4'")
@@ -157,3 +158,52 @@ def test_tuning_and_tuned_renders_use_their_own_copies_of_the_generator(app):
     assert errors == []
     assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())
     assert not any(p.requires_grad for p in shared.parameters())
+
+
+@pytest.fixture(scope="module")
+def local_units_pack(tiny_pack_dir, tmp_path_factory):
+    """The units pack with a framing and a local smile (the editor moves each face by its own step)."""
+    from idinvert.pack import update_pack
+
+    folder = make_units_pack(tiny_pack_dir, tmp_path_factory.mktemp("editor-local") / "tiny-local")
+    framing = {"name": "test", "rule": "similarity", "size": 32, "eye_left": [0.3, 0.35], "eye_right": [0.7, 0.35],
+               "mouth": [0.5, 0.7], "nose": [0.5, 0.55]}
+    update_pack(folder, config_updates={"framing": framing, "local_edits": {
+        "smile": {"around": "mouth", "width": 1.0, "height": 0.6, "stiffness": 0.01}}})
+    return load_pack(folder)
+
+
+def test_a_local_smile_slider_uses_the_faces_own_step_measured_once_per_generator(local_units_pack, tmp_path,
+                                                                                 monkeypatch):
+    app = create_app(local_units_pack, ServerOptions(steps=2, alignment="center", temp_parent=tmp_path, samples={}))
+    app.extensions["idinvert"].editor.refine_steps = 3
+    client = app.test_client()
+    try:
+        calls = []
+        localized = editor_module.localized
+        monkeypatch.setattr(editor_module, "localized", lambda *a, **k: calls.append(a[4] is not None if len(a) > 4
+                                                                                      else False) or localized(*a, **k))
+        sid = inverted_session(client)
+        smile = readings(client, sid)["smile"]
+        target = min(95, round(smile) + 20)
+        r = client.post(f"/api/session/{sid}/render", json={"amounts": {"smile": target}})
+        found = json.loads(r.headers["X-Edit-Amounts"])["smile"]
+        assert abs(found["reached"] - target) <= 1 and found["reachable"] and found["distance"] > 0
+        # what the page shows is the face moved by d along its own step: its reading is the one found
+        editor = app.extensions["idinvert"].editor
+        shown = editor.readers["smile"](torch.from_numpy(png_array(r.data).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1)
+        assert abs(100 * float(shown[0]) - found["reached"]) < 3
+        # an age slider alongside is still a boundary move; the smile's step is measured once per photo
+        both = client.post(f"/api/session/{sid}/render", json={"amounts": {"smile": target, "age": 40}})
+        assert both.status_code == 200 and calls == [False]
+        # tuned: the step is measured again, through the tuned generator
+        assert client.post(f"/api/session/{sid}/a/refine").status_code == 202
+        deadline, info = time.monotonic() + 60, {}
+        while time.monotonic() < deadline and not info.get("faithful"):
+            info = client.get(f"/api/session/{sid}/status").json["slots"]["a"]
+            time.sleep(0.05)
+        tuned = client.post(f"/api/session/{sid}/render", json={"faithful": True, "amounts": {"smile": target}})
+        found = json.loads(tuned.headers["X-Edit-Amounts"])["smile"]
+        assert abs(found["reached"] - target) <= 1 and calls == [False, True]
+    finally:
+        app.extensions["idinvert"].close()

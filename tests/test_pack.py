@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
-from idinvert.errors import CheckpointError
+from idinvert.errors import CheckpointError, ConfigError
 from idinvert.pack import load_pack, resolve_pack, save_pack
 from idinvert.perceptual import TORCHVISION_LAMBDA_VGG, default_perceptual_config
 
@@ -110,3 +111,29 @@ def test_a_written_pack_has_the_usual_modes(tiny_pack_dir, tmp_path):
         os.umask(mask)
     assert (tmp_path / "dst").stat().st_mode & 0o777 == 0o755
     assert {p.stat().st_mode & 0o777 for p in (tmp_path / "dst").iterdir() if p.is_file()} == {0o644}
+
+
+def test_local_edit_settings_are_read_from_the_framing_and_checked(tmp_path):
+    import shutil
+
+    from idinvert.pack import bundled_pack_dir, load_pack
+
+    pack = load_pack("dcgan-faces64")
+    smile = pack.local_edit("smile")
+    framing = pack.config["framing"]
+    eyes = math.hypot(framing["eye_right"][0] - framing["eye_left"][0], framing["eye_right"][1] - framing["eye_left"][1])
+    assert smile["center"] == tuple(framing["mouth"])
+    assert smile["radii"][0] == pytest.approx(pack.config["local_edits"]["smile"]["width"] * eyes)
+    assert pack.local_edit("age") is None and load_pack("utkface64").local_edit("smile") is None
+    folder = tmp_path / "pack"
+    shutil.copytree(bundled_pack_dir("dcgan-faces64"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    good = dict(config["local_edits"]["smile"])
+    for crafted, message in [({**good, "width": 5.0}, "width must be a number"), ({**good, "height": "1"}, "height"),
+                             ({**good, "stiffness": 1e9}, "stiffness must be a number"),
+                             ({**good, "around": "ear"}, "'around' must be one of"),
+                             ({**good, "extra": 1}, "needs exactly"), ("smile", "needs exactly")]:
+        config["local_edits"] = {"smile": crafted}
+        (folder / "config.json").write_text(json.dumps(config))
+        with pytest.raises(ConfigError, match=message):  # refused when the pack is loaded
+            load_pack(folder)

@@ -213,3 +213,61 @@ def test_on_tuned_results_the_tuned_generator_is_measured(units_pack_dir, photos
         tuned_age = float(attribute_reader(predictor, "age")(torch.from_numpy(pti).permute(2, 0, 1)[None] / 127.5 - 1))
         assert abs(tuned_age - row["start"]) < 1.0
         assert abs(row["reached"] - (row["start"] - 10)) <= 0.5
+
+
+@pytest.fixture(scope="module")
+def local_pack_dir(units_pack_dir, tmp_path_factory):
+    """The units pack with a framing and a local smile (the part of the face around the mouth)."""
+    import shutil
+
+    from idinvert.pack import update_pack
+
+    folder = tmp_path_factory.mktemp("local") / "pack"
+    shutil.copytree(units_pack_dir, folder)
+    framing = {"name": "test", "rule": "similarity", "size": 32, "eye_left": [0.3, 0.35], "eye_right": [0.7, 0.35],
+               "mouth": [0.5, 0.7], "nose": [0.5, 0.55]}
+    update_pack(folder, config_updates={"framing": framing, "local_edits": {
+        "smile": {"around": "mouth", "width": 1.0, "height": 0.6, "stiffness": 0.01}}})
+    return folder
+
+
+def test_a_local_smile_reaches_its_amount_and_whole_face_moves_along_the_boundary(local_pack_dir, photos, tmp_path,
+                                                                                  capsys):
+    inv = tmp_path / "inv"
+    assert main(["invert", str(photos / "dark.png"), str(photos / "light.png"), "--model", str(local_pack_dir),
+                 "--out", str(inv), "--steps", "2", "--quiet"]) == 0
+    runs = {}
+    for name, extra in (("local", []), ("whole", ["--whole-face"])):
+        out = tmp_path / name
+        assert main(["edit", str(inv), "--model", str(local_pack_dir), "--out", str(out), "--quiet",
+                     "--attribute", "smile", "--to", "0.8", *extra]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["amount"]["local"] is (name == "local")
+        assert all(abs(r["reached"] - 0.8) <= 0.01 for r in manifest["amount"]["per_image"])
+        runs[name] = np.load(out / "codes.npy")[:, 0]  # [N, L, C]
+    pack = load_pack(local_pack_dir)
+    step = boundary_step(load_boundary(pack.boundary_file("smile"), pack.code_shape), pack.code_shape).numpy()
+    start = np.load(inv / "codes.npy")  # [N, L, C]
+    moved_whole = runs["whole"] - start
+    moved_local = runs["local"] - start
+    # along the boundary itself: every face moved by a multiple of the boundary's step; locally: not
+    for i in range(2):
+        assert abs(np.dot(moved_whole[i].ravel(), step.ravel()) / np.linalg.norm(moved_whole[i])) > 0.999
+        assert abs(np.dot(moved_local[i].ravel(), step.ravel()) / np.linalg.norm(moved_local[i])) < 0.99
+    # the local edit changes the pixels around the mouth more, relative to the rest, than the boundary's
+    from idinvert.engine.editing import outside_ellipse
+    from idinvert.engine.tuned import synthesize
+
+    settings = pack.local_edit("smile")
+    keep = outside_ellipse(32, settings["center"], settings["radii"])
+    base = synthesize(pack.generator, torch.from_numpy(start))
+    share_outside = {}  # of the change in the image, the part away from the mouth
+    for k, v in runs.items():
+        change = (synthesize(pack.generator, torch.from_numpy(v)) - base).abs().mean(1)
+        share_outside[k] = float((change * keep).sum() / change.sum())
+    assert share_outside["local"] < share_outside["whole"], share_outside
+    capsys.readouterr()
+    assert main(["edit", str(inv), "--model", str(local_pack_dir), "--out", str(tmp_path / "x"), "--quiet",
+                 "--attribute", "smile", "--whole-face"]) == 2
+    err = capsys.readouterr().err
+    assert "--whole-face chooses how --by/--to move" in err and err.count("\n") == 1

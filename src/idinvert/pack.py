@@ -189,6 +189,44 @@ class ModelPack:
             out[key] = tuple(value) if kind is list else kind(value)
         return out
 
+    LOCAL_POINTS = ("mouth", "nose")  # framing points a local edit can be centred on
+    LOCAL_LIMITS = {"width": (0.1, 3.0), "height": (0.1, 3.0), "stiffness": (1e-4, 10.0)}
+
+    def local_edit(self, attribute: str) -> dict[str, Any] | None:
+        """How edits of ``attribute`` in its units keep the rest of the face (``config.json``'s
+        ``local_edits``: ``{attribute: {"around": "mouth", "width": w, "height": h, "stiffness": s}}``, the
+        ellipse's half-axes in eye distances): ``{"center", "radii", "stiffness"}`` in image fractions for
+        ``engine.editing.local_steps``, or None when the pack edits ``attribute`` along its boundary."""
+        entries = self.config.get("local_edits") or {}
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{self.path}/config.json: 'local_edits' must map attributes to settings")
+        entry = entries.get(attribute)
+        if entry is None:
+            return None
+        where = f"{self.path}/config.json: local edit of {str(attribute)[:40]!r}"
+        if not isinstance(entry, dict) or set(entry) != {"around", *self.LOCAL_LIMITS}:
+            raise ConfigError(f"{where} needs exactly around, {', '.join(self.LOCAL_LIMITS)}")
+        framing = self.config.get("framing") or {}
+        if entry["around"] not in self.LOCAL_POINTS or entry["around"] not in framing:
+            raise ConfigError(f"{where}: 'around' must be one of the framing's points "
+                              f"{', '.join(p for p in self.LOCAL_POINTS if p in framing) or '(none)'}")
+        values = {}
+        for key, (low, high) in self.LOCAL_LIMITS.items():
+            v = entry[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
+                raise ConfigError(f"{where}: {key} must be a number from {low:g} to {high:g}")
+            values[key] = float(v)
+        try:
+            points = [tuple(float(c) for c in framing[k]) for k in (entry["around"], "eye_left", "eye_right")]
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{where}: the pack's framing lacks eye and {entry['around']} positions") from None
+        (cx, cy), (lx, ly), (rx, ry) = points
+        eyes = math.hypot(rx - lx, ry - ly)
+        if not all(math.isfinite(c) and 0 <= c <= 1 for c in (cx, cy, lx, ly, rx, ry)) or eyes <= 0:
+            raise ConfigError(f"{where}: the pack's framing points must lie inside the image")
+        return {"center": (cx, cy), "radii": (values["width"] * eyes, values["height"] * eyes),
+                "stiffness": values["stiffness"]}
+
     def identity(self) -> dict[str, Any]:
         """How manifests name the pack: name, folder, resolution and code shape."""
         return {"name": self.name, "path": str(self.path) if self.path else None,
@@ -351,6 +389,8 @@ def load_pack(path_or_name: str | os.PathLike | None = None, *, device: torch.de
                      discriminator=nets.get("discriminator"),
                      conventional_encoder=nets.get("conventional_encoder"), path=folder, config=config)
     _check_code_shapes(pack)
+    for attribute in pack.config.get("local_edits") or {}:  # crafted settings fail here, in one line
+        pack.local_edit(attribute)
     return pack.to(device)
 
 

@@ -15,7 +15,8 @@ cannot be reached within the bound, the image keeps the distance that came close
 
 The front ends share the rest: ``check_amount`` (the command line's rule: ``--by`` in years for age,
 ``--to`` a probability for yes/no attributes), ``boundary_step`` (a boundary as the ``[L, C]`` step that
-``manipulate`` takes at d = 1), ``code_renderer`` (what the images look like, through tuned generators
+``manipulate`` takes at d = 1), ``edit_steps`` (that step, or per image the pack's local version of it:
+a smile that moves the mouth and keeps the rest of the face), ``code_renderer`` (what the images look like, through tuned generators
 when there are some), and ``plain_name`` / ``format_value`` for labels ("Blond hair", "47 y", "88 %").
 """
 
@@ -27,8 +28,8 @@ from typing import Callable
 
 import torch
 
-from ..boundaries import Boundary
-from ..engine.editing import manipulate
+from ..boundaries import Boundary, load_boundary
+from ..engine.editing import local_steps, manipulate, outside_ellipse
 from ..engine.tuned import TunedWeights, synthesize, synthesize_tuned
 from ..errors import ConfigError, NonFiniteError
 from ..networks import CodeGenerator
@@ -149,6 +150,27 @@ def boundary_step(boundary: Boundary, code_shape: tuple[int, int], layers=None) 
     """The code change ``[L, C]`` of an edit by d = 1 along ``boundary`` (zero on the layers it leaves;
     ``layers`` as for ``manipulate``), so that ``codes + d·step`` is ``manipulate``'s edit."""
     return manipulate(torch.zeros(1, *code_shape), boundary, distances=[1.0], layers=layers)[0, 0]
+
+
+def edit_steps(pack, attribute: str, codes: torch.Tensor, tuned: TunedWeights | None = None, *,
+               local: bool = True) -> torch.Tensor:
+    """The step along which an edit of ``attribute`` in its units moves ``codes`` ``[N, L, C]``: the pack's
+    boundary step ``[L, C]``, or its local version (``localized``)."""
+    step = boundary_step(load_boundary(pack.boundary_file(attribute), pack.code_shape), pack.code_shape).to(codes)
+    return localized(pack, attribute, step, codes, tuned) if local else step
+
+
+def localized(pack, attribute: str, step: torch.Tensor, codes: torch.Tensor,
+              tuned: TunedWeights | None = None) -> torch.Tensor:
+    """``step`` ``[L, C]`` as it is, or — where the pack's ``local_edits`` names ``attribute`` — one step per
+    image ``[N, L, C]`` that keeps the face outside the pack's region (a smile moves the mouth, not the
+    eyes and the face's shape; ``engine.editing.local_steps``, measured through image i's tuned generator
+    when ``tuned`` is given)."""
+    settings = pack.local_edit(attribute)
+    if settings is None:
+        return step
+    keep = outside_ellipse(pack.resolution, settings["center"], settings["radii"])
+    return local_steps(pack.generator, codes, step, keep, tuned=tuned, stiffness=settings["stiffness"])
 
 
 def code_renderer(generator: CodeGenerator, tuned: TunedWeights | None = None, *, batch_size: int = 16

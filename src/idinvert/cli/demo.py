@@ -27,9 +27,8 @@ import torch
 from PIL import Image
 
 from ..attributes import load_predictor
-from ..attributes.amounts import (SHOWN_BOUND, Amount, SolvedAmounts, attribute_reader, boundary_step,
-                                  code_renderer, format_value, plain_name, predictor_measures, solve_distances)
-from ..boundaries import load_boundary
+from ..attributes.amounts import (SHOWN_BOUND, Amount, SolvedAmounts, attribute_reader, code_renderer, edit_steps,
+                                  format_value, plain_name, predictor_measures, solve_distances)
 from ..engine.editing import interpolate
 from ..engine.inversion import MAX_STEPS, InversionConfig, default_batch_size, encode
 from ..engine.refine import RefineResult, pack_refine_config
@@ -245,10 +244,10 @@ def run(args: argparse.Namespace) -> int:
 def _solve(pack, predictor, codes: torch.Tensor, tuned: TunedWeights | None,
            edits: list[DemoEdit]) -> dict[str, torch.Tensor]:
     """Each edit's distance per face (``edit.distances`` ``[F]``), measured on what the page shows (the
-    tuned generators' images when tuned); returns each attribute's boundary step ``[L, C]``."""
+    tuned generators' images when tuned); returns each attribute's step: the boundary's ``[L, C]``, or one per
+    face ``[F, L, C]`` where the pack edits the attribute locally (``edit_steps``)."""
     render = code_renderer(pack.generator, tuned)
-    steps = {a: boundary_step(load_boundary(pack.boundary_file(a), pack.code_shape), pack.code_shape).to(codes)
-             for a in {e.attribute for e in edits}}
+    steps = {a: edit_steps(pack, a, codes, tuned) for a in sorted({e.attribute for e in edits})}
     readers = {}
     for edit in edits:
         if edit.amount is None:
@@ -298,7 +297,8 @@ def _sweep_images(pack, codes: torch.Tensor, tuned: TunedWeights | None, edits: 
         lo, hi = STRENGTHS[0], STRENGTHS[-1]
         name = f"{safe_name(attribute, 'attribute')} from {lo:+g} to {hi:+g}"
     distances = torch.linspace(lo, hi, SWEEP_FRAMES).to(codes)
-    frames = codes[:1, None] + distances.view(1, -1, 1, 1) * steps[attribute]  # [1, K, L, C]
+    step = steps[attribute] if steps[attribute].ndim == 2 else steps[attribute][0]  # the first face's
+    frames = codes[:1, None] + distances.view(1, -1, 1, 1) * step  # [1, K, L, C]
     return name, synthesize_tuned(pack.generator, tuned.select([0]) if tuned is not None else None, frames,
                                   batch_size=16)[0].cpu()
 

@@ -14,7 +14,7 @@ import torch
 
 from ..attributes import load_predictor
 from ..attributes.amounts import (DEFAULT_BOUND, Amount, SolvedAmounts, attribute_reader, boundary_step, check_amount,
-                                  code_renderer, format_value, solve_distances)
+                                  code_renderer, format_value, localized, solve_distances)
 from ..boundaries import Boundary, load_boundary, parse_layers
 from ..engine.editing import DEFAULT_DISTANCES, manipulate
 from ..engine.inversion import InversionConfig, default_batch_size
@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-distance", type=float, default=None, metavar="D",
                    help=f"with --by/--to: the largest |d| searched per face (default {DEFAULT_BOUND:g}); a target "
                         f"beyond it keeps the closest distance and gets a note")
+    p.add_argument("--whole-face", action="store_true",
+                   help="with --by/--to: move along the boundary itself even where the pack edits the attribute "
+                        "locally (dcgan-faces64's smile keeps the face outside the mouth by default)")
     p.add_argument("--layers", default=None, metavar="SPEC",
                    help="layers to move, like '0-5' or '2,3,4'; '' = all (default: the boundary file's "
                         "manipulate_layers, else all)")
@@ -80,6 +83,9 @@ def amount_of(args: argparse.Namespace) -> Amount | None:
         if args.max_distance is not None:
             raise ConfigError("--max-distance bounds the search of --by/--to; with --distances give the distances "
                               "themselves")
+        if getattr(args, "whole_face", False):
+            raise ConfigError("--whole-face chooses how --by/--to move a face; edits by --distances always move "
+                              "along the boundary itself")
         return None
     if args.by is not None and args.to is not None:
         raise ConfigError("give either --by (a change in years, for age) or --to (a probability, for yes/no "
@@ -133,12 +139,14 @@ def run(args: argparse.Namespace) -> int:
     inverted = codes_from_inputs(args, pack, args.inputs) if aligned is None else invert_faces(args, pack, aligned)
     tuning = refine_missing(args, pack, inverted)
     began = time.perf_counter()
-    solved = None
+    solved, step = None, None
     if amount is None:
         distances = torch.linspace(start, end, steps)
         edited = manipulate(inverted.codes, boundary, distances=distances, layers=layers)  # [N, K, L, C]
     else:  # one distance per face, found with the pack's predictor on what the user gets (tuned or not)
         step = boundary_step(boundary, pack.code_shape, layers).to(inverted.codes)  # [L, C]
+        if args.attribute is not None and args.layers is None and not args.whole_face:
+            step = localized(pack, args.attribute, step, inverted.codes, inverted.tuned)  # [N, L, C] where local
         solved = solve_distances(read, code_renderer(pack.generator, inverted.tuned), inverted.codes, step, amount,
                                  attribute=args.attribute, bound=args.max_distance)
         distances = solved.distances
@@ -172,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             "tuned_generators": inverted.tuned is not None, **tuning,
         }
         if solved is not None:  # "distances" then holds one distance per face, in the order of "names"
-            manifest["amount"] = amount_entry(args, amount, solved, inverted.names)
+            manifest["amount"] = amount_entry(args, amount, solved, inverted.names) | {"local": step.ndim == 3}
         write_outputs(stage.path, report, manifest)
     if solved is not None:
         for name, note in zip(inverted.names, solved.notes):

@@ -6,7 +6,9 @@ images. They follow the official applications (``interpolate.py``, ``manipulate.
 
 - interpolation: ``src + l·(dst − src)`` for ``l = linspace(0, 1, steps + 2)``, in every layer;
 - manipulation: ``wp'[l] = wp[l] + d·b[l]`` on the chosen layers only, for each distance d;
-- style mixing: the content code with its layers ≥ k replaced by the style code's.
+- style mixing: the content code with its layers ≥ k replaced by the style code's;
+- local steps (beyond the paper): per image, the code change nearest a boundary's step that, to first
+  order, leaves the pixels outside one region of the face alone (``local_steps``, ``outside_ellipse``).
 
 Boundaries and their files are ``idinvert.boundaries``; this module hands on their public names
 (``Boundary``, ``load_boundary``, ``save_boundary``, ``parse_layers``) and ``synthesize``, which users
@@ -21,11 +23,13 @@ import torch
 
 from ..boundaries import Boundary, fit_boundary, load_boundary, parse_layers, save_boundary
 from ..errors import BoundaryError, ConfigError
-from .tuned import synthesize
+from .tuned import TunedWeights, synthesize, synthesize_tuned
 
 OFFICIAL_LAYERS = 14  # synthesis layers of the official 256 px models
 OFFICIAL_MIX_START = 10  # --mix_layer_start_idx of mix_style.py: layers 10–13 (128², 256²) from the style
 DEFAULT_DISTANCES = (-3.0, 3.0, 7)  # --start_distance, --end_distance, --step of manipulate.py
+LOCAL_MAX_CODE = 1024  # local steps measure every code number's effect: codes of at most this many numbers
+LOCAL_PROBE = 0.05  # code offset of the central differences that measure that effect
 
 
 # --- interpolation --------------------------------------------------------------------------------
@@ -89,6 +93,62 @@ def manipulate(codes: torch.Tensor, boundary: Boundary | torch.Tensor, *,
     return out
 
 
+# --- local steps ---------------------------------------------------------------------------------
+
+def outside_ellipse(size: int, center: tuple[float, float], radii: tuple[float, float]) -> torch.Tensor:
+    """Pixel weights ``[size, size]``: 1 outside the ellipse at ``center`` (x, y as fractions of the image)
+    with half-axes ``radii`` (fractions of the image), 0 inside — the part of a face a local edit keeps."""
+    grid = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    y, x = torch.meshgrid(grid, grid, indexing="ij")
+    inside = ((x - center[0]) / radii[0]) ** 2 + ((y - center[1]) / radii[1]) ** 2 <= 1
+    return (~inside).float()
+
+
+def local_steps(generator, codes: torch.Tensor, step: torch.Tensor, keep: torch.Tensor, *,
+                tuned: TunedWeights | None = None, stiffness: float = 0.03, batch_size: int = 64) -> torch.Tensor:
+    """Per image, a step ``[N, L, C]`` that moves along ``step`` as much as ``step`` does but changes the
+    pixels weighted by ``keep`` as little as it can, to first order.
+
+    A boundary's step ``n`` (``[L, C]``, the change of an edit by d = 1) changes the whole image: along a
+    smile boundary of a small generator the eyes, the hair and the face's shape move with the mouth. With
+    ``J`` the Jacobian of image i's rendering (through its tuned generator when ``tuned`` is given) at its
+    code, measured by central differences, and ``K`` the pixel weights ``keep`` ``[R, R]``::
+
+        v = argmin ‖K·J·v‖² + ε‖v‖²  subject to  ⟨v, n⟩ = ⟨n, n⟩
+          = M⁻¹n · ⟨n, n⟩ / ⟨n, M⁻¹n⟩,   M = (K·J)ᵀ(K·J) + ε·I,   ε = stiffness · mean(diag((K·J)ᵀ(K·J)))
+
+    so that ``codes + d·v`` is as far along the boundary's normal as ``codes + d·n``. A large
+    ``stiffness`` gives back ``n``; a small one follows the region more closely but holds only near the
+    code (the change is linear in v, the generator is not). Codes of more than ``LOCAL_MAX_CODE`` numbers
+    (a StyleGAN's W+) are refused in one line: the Jacobian costs two renderings per number.
+    """
+    _check_codes(codes, "codes")
+    n, (layers, channels) = codes.shape[0], codes.shape[1:]
+    size = layers * channels
+    if size > LOCAL_MAX_CODE:
+        raise ConfigError(f"local edits measure each code number's effect on the image; these codes have {size} "
+                          f"numbers (at most {LOCAL_MAX_CODE}): edit along the boundary instead")
+    if not (isinstance(stiffness, (int, float)) and 0 < stiffness < float("inf")):
+        raise ConfigError(f"the stiffness of a local edit must be a positive number, got {stiffness}")
+    step = step.to(codes).reshape(size)
+    keep = keep.to(codes).flatten()
+    probe = LOCAL_PROBE * torch.eye(size, dtype=codes.dtype, device=codes.device).view(size, layers, channels)
+    out = []
+    for i in range(n):
+        around = torch.cat([codes[i] + probe, codes[i] - probe])[None]  # [1, 2·size, L, C]
+        if tuned is None:
+            images = synthesize(generator, around[0], batch_size=batch_size)
+        else:
+            images = synthesize_tuned(generator, tuned.select([i]), around, batch_size=batch_size)[0]
+        images = images.to(codes).flatten(2)  # [2·size, 3, R·R]
+        jacobian = ((images[:size] - images[size:]) / (2 * LOCAL_PROBE) * keep).flatten(1)  # [size, 3·R·R]
+        m = jacobian @ jacobian.T
+        m += stiffness * m.diagonal().mean().clamp_min(1e-12) * torch.eye(size, dtype=m.dtype, device=m.device)
+        v = torch.linalg.solve(m, step)
+        out.append(v * (step @ step) / (step @ v))
+    return torch.stack(out).view(n, layers, channels)
+
+
 # --- style mixing ---------------------------------------------------------------------------------
 
 def default_mix_layer_start(num_layers: int) -> int:
@@ -132,4 +192,4 @@ def _check_codes(codes: torch.Tensor, name: str) -> None:
 
 
 __all__ = ["Boundary", "DEFAULT_DISTANCES", "default_mix_layer_start", "interpolate", "load_boundary",
-           "manipulate", "mix", "parse_layers", "save_boundary", "synthesize"]
+           "local_steps", "manipulate", "mix", "outside_ellipse", "parse_layers", "save_boundary", "synthesize"]

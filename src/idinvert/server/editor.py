@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from ..attributes import load_predictor
 from ..attributes.amounts import (SHOWN_BOUND, Amount, attribute_reader, attribute_unit, boundary_step,
-                                  code_renderer, plain_name, predictor_measures, solve_distances)
+                                  code_renderer, localized, plain_name, predictor_measures, solve_distances)
 from ..align import INSTALL_HINT, FaceAlignment, align_faces, check_alignment_available, paste_back
 from ..boundaries import Boundary
 from ..engine.diffusion import crop_box, diffuse
@@ -70,6 +70,7 @@ class EditParams:
     mix_start: int | None = None  # first layer taken from photo 2 (the style); None = no mixing
     faithful: bool = False  # render with the photos' tuned generators (PTI) where they have one
     amounts: tuple[tuple[str, float], ...] = ()  # (attribute, value to reach: years, or per cent)
+    moves: tuple[tuple[str, float, torch.Tensor], ...] = ()  # (attribute, d, step [L, C]): wp' = wp + d·step
 
     @property
     def needs_second(self) -> bool:
@@ -158,6 +159,8 @@ class Editor:
         self._tuning_pack = copy.copy(pack)
         self._tuning_pack.generator = copy.deepcopy(pack.generator)
         self._tuned_generator = copy.deepcopy(pack.generator)
+        self._tuned_pack = copy.copy(pack)  # the pack as the tuned renders see it (local edit steps)
+        self._tuned_pack.generator = self._tuned_generator
         self._tuned_rendering = threading.Lock()
         self.boundaries = pack.boundaries()
         # the pack's label-free directions (idinvert directions --add-to-pack) as "direction 1" … "direction K"
@@ -332,13 +335,15 @@ class Editor:
 
     def _resolve(self, params: EditParams, code: torch.Tensor, tuned: TunedWeights | None, cache: dict | None,
                  render: Callable) -> tuple[EditParams, dict[str, dict]]:
-        edits, found = list(params.edits), {}
+        edits, moves, found = list(params.edits), [], {}
         for name, value in params.amounts:
             scale = 1.0 if self.units[name] == "years" else 100.0
+            local = self._local_step(name, code, tuned, cache)
+            step = self.steps_of[name].to(code) if local is None else local
             key = (tuned is not None, name, round(value, 3))
             entry = cache.get(key) if cache is not None else None
             if entry is None:
-                solved = solve_distances(self.readers[name], render, code, self.steps_of[name].to(code),
+                solved = solve_distances(self.readers[name], render, code, step,
                                          Amount(to=value / scale), attribute=name, bound=SHOWN_BOUND)
                 entry = {"distance": round(float(solved.distances[0]), 4), "target": value,
                          "reached": round(float(solved.reached[0]) * scale, 2),
@@ -347,14 +352,37 @@ class Editor:
                     cache[key] = entry
             found[name] = entry
             if entry["distance"] != 0:
-                edits.append((name, entry["distance"]))
-        return EditParams(tuple(edits), params.blend, params.mix_start, params.faithful), found
+                step = self.steps_of[name] if local is None else local
+                if step.ndim == 3:  # the pack edits this attribute locally: this face's own step
+                    moves.append((name, entry["distance"], step[0]))
+                else:
+                    edits.append((name, entry["distance"]))
+        return EditParams(tuple(edits), params.blend, params.mix_start, params.faithful, moves=tuple(moves)), found
+
+    def _local_step(self, name: str, code: torch.Tensor, tuned: TunedWeights | None, cache: dict | None
+                    ) -> torch.Tensor | None:
+        """This face's local step ``[1, L, C]`` where the pack edits ``name`` locally (``localized``; measured
+        through its tuned generator when given, kept in the photo's ``cache``), else None. Runs inside
+        ``resolve_amounts``, which holds the tuned renders' lock when ``tuned`` is given."""
+        if self.pack.local_edit(name) is None:
+            return None
+        key = ("local step", tuned is not None, name)
+        if cache is not None and key in cache:
+            return cache[key]
+        step = self.steps_of[name].to(code)
+        # tuned: through the tuned renders' copy of the generator, whose lock resolve_amounts holds
+        local = localized(self.pack if tuned is None else self._tuned_pack, name, step, code, tuned)
+        if cache is not None:
+            cache[key] = local
+        return local
 
     def compose(self, code: torch.Tensor, params: EditParams, second: torch.Tensor | None = None) -> torch.Tensor:
         """Photo 1's code ``[1, L, C]`` moved along each attribute, then interpolated towards and
         style-mixed with photo 2's code ``[1, L, C]`` as ``params`` says."""
         for name, d in params.edits:
             code = manipulate(code, self.boundaries[name], distances=[d])[:, 0]
+        for name, d, step in params.moves:
+            code = code + d * step.to(code)
         if params.needs_second:
             if second is None:
                 raise ConfigError("interpolation and style mixing need a second photo; invert one first")
