@@ -94,19 +94,20 @@ def _read_tar(path: Path, wanted: dict[str, dict]) -> dict[str, tuple[Image.Imag
     return out
 
 
-def celeba_photos(count: int) -> list[Photo]:
+def celeba_photos(count: int, split: str = "test") -> list[Photo]:
+    """``count`` CelebA photos of ``split``, spread evenly over its file order."""
     rows = [r for r in csv.DictReader(open(SHARED / "celeba6k" / "attributes.csv", newline=""))
-            if r["split"] == "test"]
+            if r["split"] == split]
     step = max(1, len(rows) // max(count, 1))
     chosen = {r["file"]: {"male": int(r["Male"]), "smiling": int(r["Smiling"])} for r in rows[::step][:count]}
     found = _read_tar(SHARED / "celeba6k" / "images.tar", chosen)
     return [Photo("celeba", Path(k).stem, *found[k]) for k in sorted(found)]
 
 
-def utk_photos(count: int) -> list[Photo]:
-    """``count`` UTKFace test photos, an equal share per race label (in file order within a race)."""
+def utk_photos(count: int, split: str = "test") -> list[Photo]:
+    """``count`` UTKFace photos of ``split``, an equal share per race label (in file order within a race)."""
     rows = [r for r in csv.DictReader(open(SHARED / "utkface" / "labels.csv", newline=""))
-            if r["split"] == "test" and r.get("duplicate_of_earlier") != "1"
+            if r["split"] == split and r.get("duplicate_of_earlier") != "1"
             and r["age"] and r["gender"] and r["race"]]
     per_race = {race: [r for r in rows if int(r["race"]) == race] for race in range(len(RACES))}
     share = count // len(RACES)
