@@ -85,8 +85,7 @@ def main() -> int:
         t0 = time.perf_counter()
         step = edit_steps(with_setting(pack, entry), "smile", codes, tuned, local=entry is not None)
         solved = solve_distances(reader, render, codes, step, Amount(to=0.9), attribute="smile")
-        moved = step if step.ndim == 3 else step.expand(len(codes), -1, -1)
-        edited = render(codes + solved.distances.view(-1, 1, 1) * moved, rows)
+        edited = render(codes + solved.distances.view(-1, 1, 1) * step, rows)
         distance = (judge.descriptors(judge.tight(edited, crop)) - photo_desc).norm(dim=1).numpy()
         outside = (edited - start_images).abs().mean(dim=1)[:, keep].mean(dim=1).numpy()
         results[label] = {"setting": entry, "identity_kept": float(np.mean(distance < SAME_PERSON)),
