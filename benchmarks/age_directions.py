@@ -41,7 +41,7 @@ from idinvert.engine.refine import pack_refine_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
-from real_faces import SAME_PERSON, Judge, aligned, celeba_photos, judged_crop, utk_photos  # noqa: E402
+from real_faces import SAME_PERSON, aligned, judged_crop, utk_photos, validation_faces  # noqa: E402
 
 OLD, YOUNG = 45, 25  # labelled years of the logistic fit's two groups
 VISIBLE = (10, 20, 40)  # k of the generator-visible ridge fits
@@ -105,22 +105,19 @@ def main() -> int:
     start = time.perf_counter()
     torch.manual_seed(0)
     pack = idinvert.load_pack(args.pack)
-    framing, crop = judged_crop(pack)
-    size = framing.with_size(pack.resolution)
+    framing, _ = judged_crop(pack)
 
     photos = utk_photos(args.utk, split="train")
-    x, kept, _ = aligned(photos, size)
+    x, kept, _ = aligned(photos, framing.with_size(pack.resolution))
     codes = idinvert.invert(x, pack, InversionConfig(method="encoder"), batch_size=64).codes.cpu().numpy()[:, 0]
     ages = np.array([photos[i].labels["age"] for i in kept], dtype=np.float64)
     dirs, fits = fit_directions(pack, codes, ages)
     shipped = pack_step(pack, "age")
     dirs = {"the pack's boundary": shipped, **dirs}
 
-    x, kept, missed = aligned(celeba_photos(args.celeba, split="val"), size)
-    judge = Judge()
-    photo_desc = judge.descriptors(judge.tight(x, crop))
-    start_codes = idinvert.invert(x, pack, batch_size=16, rng=torch.Generator().manual_seed(0)).codes.cpu()
-    tuned = idinvert.refine(x, start_codes, pack, pack_refine_config(pack, steps=args.refine_steps),
+    faces = validation_faces(pack, args.celeba)
+    judge, crop, start_codes = faces.judge, faces.crop, faces.codes
+    tuned = idinvert.refine(faces.x, start_codes, pack, pack_refine_config(pack, steps=args.refine_steps),
                             batch_size=16).tuned
     render = code_renderer(pack.generator, tuned)
     rows = torch.arange(len(start_codes))
@@ -129,7 +126,7 @@ def main() -> int:
 
     def judged(step: torch.Tensor, distances: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         tight = judge.tight(render(start_codes + distances.view(-1, 1, 1) * step, rows), crop)
-        return judge.age_gender(tight)[0] - judged_recon, (judge.descriptors(tight) - photo_desc).norm(dim=1).numpy()
+        return judge.age_gender(tight)[0] - judged_recon, (judge.descriptors(tight) - faces.photo_desc).norm(dim=1).numpy()
 
     results = {}
     for name, direction in dirs.items():
@@ -155,7 +152,7 @@ def main() -> int:
         print(name, r, file=sys.stderr, flush=True)
     report = {"command": "python benchmarks/age_directions.py " + " ".join(sys.argv[1:]), "pack": pack.name,
               "machine": machine(), "date": time.strftime("%Y-%m-%d"), "utk_train_photos": len(ages),
-              "celeba_val_photos": len(kept), "no_face": len(missed), "seconds": round(time.perf_counter() - start),
+              "celeba_val_photos": len(faces.x), "no_face": len(faces.missed), "seconds": round(time.perf_counter() - start),
               "directions": results}
     write_report(args.out.with_suffix(".json"), report, markdown(report))
     return 0

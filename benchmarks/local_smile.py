@@ -35,7 +35,7 @@ from idinvert.engine.refine import pack_refine_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
-from real_faces import SAME_PERSON, Judge, aligned, celeba_photos, judged_crop  # noqa: E402
+from real_faces import SAME_PERSON, validation_faces  # noqa: E402
 
 #: (width, height, stiffness) tried besides the pack's own setting
 SETTINGS = ((1.5, 0.8, 0.003), (1.5, 0.8, 0.01), (1.5, 0.8, 0.03), (1.5, 0.8, 0.1), (1.5, 0.8, 0.3),
@@ -61,13 +61,9 @@ def main() -> int:
     own = (pack.config.get("local_edits") or {}).get("smile")
     if own is None:
         raise SystemExit(f"{pack.name} has no local smile setting to compare against")
-    framing, crop = judged_crop(pack)
-    x, kept, missed = aligned(celeba_photos(args.celeba, split="val"), framing.with_size(pack.resolution))
-    judge = Judge()
-    photo_desc = judge.descriptors(judge.tight(x, crop))
-    codes = idinvert.invert(x, pack, batch_size=16, rng=torch.Generator().manual_seed(0)).codes.cpu()
-    refined = idinvert.refine(x, codes, pack, pack_refine_config(pack, steps=args.refine_steps), batch_size=16)
-    tuned = refined.tuned
+    faces = validation_faces(pack, args.celeba)
+    x, codes = faces.x, faces.codes
+    tuned = idinvert.refine(x, codes, pack, pack_refine_config(pack, steps=args.refine_steps), batch_size=16).tuned
     render = code_renderer(pack.generator, tuned)
     rows = torch.arange(len(codes))
     start_images = render(codes, rows)
@@ -86,7 +82,7 @@ def main() -> int:
         step = edit_steps(with_setting(pack, entry), "smile", codes, tuned, local=entry is not None)
         solved = solve_distances(reader, render, codes, step, Amount(to=0.9), attribute="smile")
         edited = render(codes + solved.distances.view(-1, 1, 1) * step, rows)
-        distance = (judge.descriptors(judge.tight(edited, crop)) - photo_desc).norm(dim=1).numpy()
+        distance = faces.judge.distances(edited, faces.crop, faces.photo_desc).numpy()
         outside = (edited - start_images).abs().mean(dim=1)[:, keep].mean(dim=1).numpy()
         results[label] = {"setting": entry, "identity_kept": float(np.mean(distance < SAME_PERSON)),
                           "identity_distance_median": float(np.median(distance)),
@@ -96,7 +92,7 @@ def main() -> int:
                           "seconds": round(time.perf_counter() - t0, 1)}
         print(label, results[label], file=sys.stderr)
     report = {"command": "python benchmarks/local_smile.py " + " ".join(sys.argv[1:]), "pack": pack.name,
-              "machine": machine(), "date": time.strftime("%Y-%m-%d"), "photos": len(kept), "no_face": len(missed),
+              "machine": machine(), "date": time.strftime("%Y-%m-%d"), "photos": len(x), "no_face": len(faces.missed),
               "split": "celeba val", "seconds": round(time.perf_counter() - start), "settings": results}
     write_report(args.out.with_suffix(".json"), report, markdown(report))
     return 0

@@ -148,6 +148,31 @@ def held_out(pack, celeba: int, utk: int) -> tuple[torch.Tensor, list[int], tupl
     return x, kept, crop
 
 
+def in_domain_codes(pack, x: torch.Tensor) -> torch.Tensor:
+    """In-domain codes of aligned photos ``x`` with the pack's defaults (random parts seeded 0), on the CPU."""
+    return idinvert.invert(x, pack, batch_size=16, rng=torch.Generator().manual_seed(0)).codes.cpu()
+
+
+@dataclass
+class ValidationFaces:
+    """CelebA ``val`` photos ready for a check of settings (never a test split)."""
+
+    x: torch.Tensor  # [N, 3, R, R] aligned to the pack's framing
+    missed: list[str]  # photos without a detected face
+    crop: tuple  # the tight square every model judges
+    judge: "Judge"
+    photo_desc: torch.Tensor  # dlib descriptors of the photos' tight crops
+    codes: torch.Tensor  # in-domain codes
+
+
+def validation_faces(pack, count: int) -> ValidationFaces:
+    """``count`` CelebA ``val`` photos aligned to the pack's framing, described by dlib and inverted in-domain."""
+    framing, crop = judged_crop(pack)
+    x, _, missed = aligned(celeba_photos(count, split="val"), framing.with_size(pack.resolution))
+    judge = Judge()
+    return ValidationFaces(x, missed, crop, judge, judge.descriptors(judge.tight(x, crop)), in_domain_codes(pack, x))
+
+
 # --- the judges ---------------------------------------------------------------------------------------------
 
 class Judge:
@@ -178,6 +203,10 @@ class Judge:
     @staticmethod
     def descriptors(crops: torch.Tensor) -> torch.Tensor:
         return face_descriptors(crops)
+
+    def distances(self, images: torch.Tensor, crop: tuple, reference: torch.Tensor) -> torch.Tensor:
+        """dlib descriptor distance ``[N]`` from each image's tight crop to ``reference`` (descriptors ``[N, 128]``)."""
+        return (self.descriptors(self.tight(images, crop)) - reference).norm(dim=1)
 
 
 # --- one pack, one mode -------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from idinvert.engine.refine import pack_refine_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
-from real_faces import SAME_PERSON, SHARED, Judge, Photo, _read_tar, aligned, judged_crop  # noqa: E402
+from real_faces import SAME_PERSON, SHARED, Judge, Photo, _read_tar, aligned, in_domain_codes, judged_crop  # noqa: E402
 
 
 def triples(people: int) -> list[tuple[str, str, str]]:
@@ -97,7 +97,7 @@ def main() -> int:
     distances["different people, neither smiling"] = others[~torch.eye(len(a), dtype=torch.bool)]
 
     xa = x[[index[t[0]] for t in chosen]]
-    codes = idinvert.invert(xa, pack, batch_size=16, rng=torch.Generator().manual_seed(0)).codes.cpu()
+    codes = in_domain_codes(pack, xa)
     tuned = idinvert.refine(xa, codes, pack, pack_refine_config(pack, steps=args.refine_steps), batch_size=16).tuned
     render = code_renderer(pack.generator, tuned)
     rows = torch.arange(len(codes))
@@ -106,13 +106,13 @@ def main() -> int:
     readings = {"A (not smiling)": read(xa), "B (smiling)": read(x[[index[t[1]] for t in chosen]]),
                 "A's tuned reconstruction": read(recon)}
     step = edit_steps(pack, "smile", codes, tuned)
-    distances["A vs its tuned reconstruction"] = (judge.descriptors(judge.tight(recon, crop)) - a).norm(dim=1)
+    distances["A vs its tuned reconstruction"] = judge.distances(recon, crop, a)
     reached = {}
     for target in sorted(args.targets):
         solved = solve_distances(read, render, codes, step, Amount(to=target), attribute="smile")
         smiled = render(codes + solved.distances.view(-1, 1, 1) * step, rows)
         label = edit_label(target)
-        distances[label] = (judge.descriptors(judge.tight(smiled, crop)) - a).norm(dim=1)
+        distances[label] = judge.distances(smiled, crop, a)
         reached[label] = float(solved.reachable.float().mean())
 
     results = {label: {"pairs": int(len(d)), "same_person": float((d < SAME_PERSON).float().mean()),

@@ -32,7 +32,7 @@ from idinvert.metrics import lpips_distance
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
-from real_faces import SAME_PERSON, Judge, aligned, celeba_photos, judged_crop  # noqa: E402
+from real_faces import SAME_PERSON, validation_faces  # noqa: E402
 
 VARIANTS = {"the pack's layers (default)": {}, "every layer": {"layers": ()},
             "the pack's layers + locality α 10": {"locality": True, "locality_alpha": 10.0},
@@ -49,13 +49,11 @@ def main() -> int:
     start = time.perf_counter()
     torch.manual_seed(0)
     pack = idinvert.load_pack(args.pack)
-    framing, crop = judged_crop(pack)
-    x, kept, missed = aligned(celeba_photos(args.celeba, split="val"), framing.with_size(pack.resolution))
-    judge = Judge()
-    photo_desc = judge.descriptors(judge.tight(x, crop))
-    codes = idinvert.invert(x, pack, batch_size=16, rng=torch.Generator().manual_seed(0)).codes.cpu()
+    faces = validation_faces(pack, args.celeba)
+    x, codes, judge = faces.x, faces.codes, faces.judge
     predictor = load_predictor(pack)
     rows = torch.arange(len(codes))
+    judged_age = lambda images: judge.age_gender(judge.tight(images, faces.crop))[0]  # noqa: E731
     results = {}
     for label, overrides in VARIANTS.items():
         t0 = time.perf_counter()
@@ -68,12 +66,12 @@ def main() -> int:
             step = edit_steps(pack, attribute, codes, tuned)
             solved = solve_distances(attribute_reader(predictor, attribute), render, codes, step, amount,
                                      attribute=attribute)
-            return judge.tight(render(codes + solved.distances.view(-1, 1, 1) * step, rows), crop), solved
+            return render(codes + solved.distances.view(-1, 1, 1) * step, rows), solved
 
         (older, _), (younger, _) = edited("age", Amount(by=15.0)), edited("age", Amount(by=-15.0))
-        gap = judge.age_gender(older)[0] - judge.age_gender(younger)[0]
+        gap = judged_age(older) - judged_age(younger)
         smiled, solved = edited("smile", Amount(to=0.9))
-        distance = (judge.descriptors(smiled) - photo_desc).norm(dim=1).numpy()
+        distance = judge.distances(smiled, faces.crop, faces.photo_desc).numpy()
         results[label] = {
             "settings": overrides,
             "lpips": float(lpips_distance(render(codes, rows).clamp(-1, 1), x).mean()),
@@ -85,7 +83,7 @@ def main() -> int:
             "seconds": round(time.perf_counter() - t0)}
         print(label, results[label], file=sys.stderr, flush=True)
     report = {"command": "python benchmarks/tuning_edits.py " + " ".join(sys.argv[1:]), "pack": pack.name,
-              "machine": machine(), "date": time.strftime("%Y-%m-%d"), "photos": len(kept), "no_face": len(missed),
+              "machine": machine(), "date": time.strftime("%Y-%m-%d"), "photos": len(x), "no_face": len(faces.missed),
               "split": "celeba val", "seconds": round(time.perf_counter() - start), "variants": results}
     write_report(args.out.with_suffix(".json"), report, markdown(report))
     return 0
