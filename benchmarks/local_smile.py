@@ -103,7 +103,7 @@ def markdown(report: dict) -> str:
              f"`{report['command']}` on {report['machine']}, {report['date']}, {report['seconds'] / 60:.0f} min.",
              "Smile to probability 0.9 (the pack's predictor). Same person: dlib distance to the photo < 0.6 on the "
              "tight face crop. Change outside the mouth: mean |Δ pixel| outside the pack's own ellipse.", "",
-             "| smile step | same person | target reached | median dlib distance | change outside mouth | median |d| |",
+             "| smile step | same person | target reached | median dlib distance | change outside mouth | median \\|d\\| |",
              "|---|---|---|---|---|---|"]
     for label, r in report["settings"].items():
         lines.append(f"| {label} | {r['identity_kept']:.0%} | {r['reached']:.0%} | {r['identity_distance_median']:.3f} "
