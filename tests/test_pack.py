@@ -137,3 +137,23 @@ def test_local_edit_settings_are_read_from_the_framing_and_checked(tmp_path):
         (folder / "config.json").write_text(json.dumps(config))
         with pytest.raises(ConfigError, match=message):  # refused when the pack is loaded
             load_pack(folder)
+
+
+def test_a_local_edit_can_be_centred_between_the_eyes(tmp_path):
+    import shutil
+
+    from idinvert.pack import bundled_pack_dir, load_pack
+
+    folder = tmp_path / "pack"
+    shutil.copytree(bundled_pack_dir("dcgan-faces64"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["local_edits"] = {"eyeglasses": {"around": "eyes", "width": 1.0, "height": 0.5, "stiffness": 0.1}}
+    (folder / "config.json").write_text(json.dumps(config))
+    glasses = load_pack(folder).local_edit("eyeglasses")
+    (lx, ly), (rx, ry) = config["framing"]["eye_left"], config["framing"]["eye_right"]
+    assert glasses["center"] == pytest.approx(((lx + rx) / 2, (ly + ry) / 2))
+    assert glasses["radii"] == pytest.approx((math.hypot(rx - lx, ry - ly), 0.5 * math.hypot(rx - lx, ry - ly)))
+    del config["framing"]["eye_left"]  # no eyes to centre on: refused in one line
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError):
+        load_pack(folder).local_edit("eyeglasses")

@@ -189,14 +189,15 @@ class ModelPack:
             out[key] = tuple(value) if kind is list else kind(value)
         return out
 
-    LOCAL_POINTS = ("mouth", "nose")  # framing points a local edit can be centred on
+    LOCAL_POINTS = ("mouth", "nose", "eyes")  # where a local edit can be centred ("eyes": between the two eyes)
     LOCAL_LIMITS = {"width": (0.1, 3.0), "height": (0.1, 3.0), "stiffness": (1e-4, 10.0)}
 
     def local_edit(self, attribute: str) -> dict[str, Any] | None:
         """How edits of ``attribute`` in its units keep the rest of the face (``config.json``'s
-        ``local_edits``: ``{attribute: {"around": "mouth", "width": w, "height": h, "stiffness": s}}``, the
-        ellipse's half-axes in eye distances): ``{"center", "radii", "stiffness"}`` in image fractions for
-        ``engine.editing.local_steps``, or None when the pack edits ``attribute`` along its boundary."""
+        ``local_edits``: ``{attribute: {"around": "mouth", "width": w, "height": h, "stiffness": s}}``, an
+        ellipse centred on the framing's mouth, its nose or between its eyes, with half-axes in eye distances):
+        ``{"center", "radii", "stiffness"}`` in image fractions for ``engine.editing.local_steps``, or None when
+        the pack edits ``attribute`` along its boundary."""
         entries = self.config.get("local_edits") or {}
         if not isinstance(entries, dict):
             raise ConfigError(f"{self.path}/config.json: 'local_edits' must map attributes to settings")
@@ -206,7 +207,11 @@ class ModelPack:
         where = f"{self.path}/config.json: local edit of {str(attribute)[:40]!r}"
         if not isinstance(entry, dict) or set(entry) != {"around", *self.LOCAL_LIMITS}:
             raise ConfigError(f"{where} needs exactly around, {', '.join(self.LOCAL_LIMITS)}")
-        framing = self.config.get("framing") or {}
+        framing = dict(self.config.get("framing") or {})
+        try:  # "eyes": halfway between the framing's two eyes (glasses)
+            framing["eyes"] = [(float(a) + float(b)) / 2 for a, b in zip(framing["eye_left"], framing["eye_right"])]
+        except (KeyError, TypeError, ValueError):
+            pass  # no such point: refused below
         if entry["around"] not in self.LOCAL_POINTS or entry["around"] not in framing:
             raise ConfigError(f"{where}: 'around' must be one of the framing's points "
                               f"{', '.join(p for p in self.LOCAL_POINTS if p in framing) or '(none)'}")
