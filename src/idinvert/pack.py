@@ -207,10 +207,10 @@ class ModelPack:
         where = f"{self.path}/config.json: local edit of {str(attribute)[:40]!r}"
         if not isinstance(entry, dict) or set(entry) != {"around", *self.LOCAL_LIMITS}:
             raise ConfigError(f"{where} needs exactly around, {', '.join(self.LOCAL_LIMITS)}")
-        framing = self.config.get("framing") or {}
-        points = {name: _xy(framing.get(name)) for name in ("mouth", "nose", "eye_left", "eye_right")}
-        if points["eye_left"] and points["eye_right"]:  # "eyes": halfway between the two (glasses)
-            points["eyes"] = tuple((a + b) / 2 for a, b in zip(points["eye_left"], points["eye_right"]))
+        framing = framing_from_config(self.config, what=f"{self.path}/config.json")  # checked points, or None
+        points = {} if framing is None else {
+            "mouth": framing.mouth, "nose": framing.nose, "eye_left": framing.eye_left, "eye_right": framing.eye_right,
+            "eyes": tuple((a + b) / 2 for a, b in zip(framing.eye_left, framing.eye_right))}  # glasses
         if entry["around"] not in self.LOCAL_POINTS or not points.get(entry["around"]):
             raise ConfigError(f"{where}: 'around' must be one of the framing's points "
                               f"{', '.join(p for p in self.LOCAL_POINTS if points.get(p)) or '(none)'}")
@@ -220,8 +220,6 @@ class ModelPack:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
                 raise ConfigError(f"{where}: {key} must be a number from {low:g} to {high:g}")
             values[key] = float(v)
-        if not (points["eye_left"] and points["eye_right"]):
-            raise ConfigError(f"{where}: the pack's framing lacks eye positions ([x, y] fractions) to size it by")
         (cx, cy), (lx, ly), (rx, ry) = (points[entry["around"]], points["eye_left"], points["eye_right"])
         eyes = math.hypot(rx - lx, ry - ly)
         if not all(math.isfinite(c) and 0 <= c <= 1 for c in (cx, cy, lx, ly, rx, ry)) or eyes <= 0:
@@ -242,15 +240,6 @@ class ModelPack:
         if self.path.resolve() not in path.parents or not path.is_file():
             raise CheckpointError(f"pack {self.name!r} lists {relative!r}, which is missing from {self.path}")
         return path
-
-
-def _xy(value) -> tuple[float, float] | None:
-    """A framing point ``[x, y]`` as two floats, or None where it is not two plain numbers."""
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        return None
-    if any(isinstance(c, bool) or not isinstance(c, (int, float)) for c in value):
-        return None
-    return float(value[0]), float(value[1])
 
 
 def bundled_pack_dir(name: str = DEFAULT_PACK) -> Path:
