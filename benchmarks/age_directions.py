@@ -33,23 +33,17 @@ import torch
 
 import idinvert
 from idinvert.attributes import load_predictor
-from idinvert.attributes.amounts import Amount, attribute_reader, boundary_step, code_renderer, solve_distances
+from idinvert.attributes.amounts import Amount, attribute_reader, pack_step, solve_distances
 from idinvert.attributes.boundary import project_out
-from idinvert.boundaries import load_boundary
 from idinvert.engine.inversion import InversionConfig
-from idinvert.engine.refine import pack_refine_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
-from real_faces import SAME_PERSON, aligned, judged_crop, utk_photos, validation_faces  # noqa: E402
+from real_faces import SAME_PERSON, aligned, judged_crop, tuned_faces, utk_photos, validation_faces  # noqa: E402
 
 OLD, YOUNG = 45, 25  # labelled years of the logistic fit's two groups
 VISIBLE = (10, 20, 40)  # k of the generator-visible ridge fits
 JACOBIAN_CODES, JACOBIAN_H = 48, 0.05
-
-
-def pack_step(pack, attribute: str) -> np.ndarray:
-    return boundary_step(load_boundary(pack.boundary_file(attribute), pack.code_shape), pack.code_shape).numpy()
 
 
 def rendered_metric(generator, codes: np.ndarray) -> np.ndarray:
@@ -70,7 +64,7 @@ def fit_directions(pack, codes: np.ndarray, ages: np.ndarray) -> tuple[dict[str,
     from sklearn.model_selection import KFold, cross_val_score
 
     folds = KFold(5, shuffle=True, random_state=0)
-    conditions = (pack_step(pack, "gender")[None], pack_step(pack, "smile")[None])
+    conditions = (pack_step(pack, "gender").numpy()[None], pack_step(pack, "smile").numpy()[None])
     dirs, fits = {}, {}
 
     def keep(name: str, w: np.ndarray, score: float, what: str) -> None:
@@ -112,16 +106,13 @@ def main() -> int:
     codes = idinvert.invert(x, pack, InversionConfig(method="encoder"), batch_size=64).codes.cpu().numpy()[:, 0]
     ages = np.array([photos[i].labels["age"] for i in kept], dtype=np.float64)
     dirs, fits = fit_directions(pack, codes, ages)
-    shipped = pack_step(pack, "age")
+    shipped = pack_step(pack, "age").numpy()
     dirs = {"the pack's boundary": shipped, **dirs}
 
     faces = validation_faces(pack, args.celeba)
     judge, crop, start_codes = faces.judge, faces.crop, faces.codes
-    tuned = idinvert.refine(faces.x, start_codes, pack, pack_refine_config(pack, steps=args.refine_steps),
-                            batch_size=16).tuned
-    render = code_renderer(pack.generator, tuned)
-    rows = torch.arange(len(start_codes))
-    judged_recon, _ = judge.age_gender(judge.tight(render(start_codes, rows), crop))
+    _, render, rows, recon = tuned_faces(pack, faces.x, start_codes, args.refine_steps)
+    judged_recon, _ = judge.age_gender(judge.tight(recon, crop))
     reader = attribute_reader(load_predictor(pack), "age")
 
     def judged(step: torch.Tensor, distances: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

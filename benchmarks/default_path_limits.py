@@ -37,13 +37,13 @@ import torch.nn.functional as F
 
 import idinvert
 from idinvert.attributes import load_predictor
-from idinvert.attributes.amounts import attribute_reader, code_renderer
+from idinvert.attributes.amounts import attribute_reader, code_renderer, pack_step
 from idinvert.engine.refine import pack_refine_config
 from idinvert.evaluation.plots import labelled_grid
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
-from real_faces import (SAME_PERSON, Judge, aligned, boundary_direction, celeba_photos, judged_crop,  # noqa: E402
+from real_faces import (SAME_PERSON, Judge, aligned, celeba_photos, judged_crop,  # noqa: E402
                         pearson, utk_photos)
 
 DISTANCES = (-4.5, -3.0, -1.5, 0.0, 1.5, 3.0, 4.5)  # the demo and the editor show |d| ≤ 4.5
@@ -124,7 +124,7 @@ def along_boundaries(pack, predictor, judge: Judge, crop, x, codes, tuned, photo
     out, strips = {}, {}
     rows = torch.arange(len(codes))
     for attribute in ATTRIBUTES:
-        step = boundary_direction(pack, attribute)
+        step = pack_step(pack, attribute)
         read = attribute_reader(predictor, attribute, calibrated=False)  # raw readings along the boundaries
         out[attribute] = {}
         for name, weights in (("untuned", None), ("tuned", tuned)):

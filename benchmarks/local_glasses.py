@@ -35,15 +35,14 @@ import torch.nn.functional as F
 
 import idinvert
 from idinvert.attributes import load_predictor
-from idinvert.attributes.amounts import attribute_reader, boundary_step, code_renderer
-from idinvert.boundaries import load_boundary
+from idinvert.attributes.amounts import attribute_reader, pack_step
 from idinvert.engine.editing import local_steps, outside_ellipse
-from idinvert.engine.refine import pack_refine_config
 from idinvert.images import save_image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
-from real_faces import SAME_PERSON, SHARED, Photo, _read_tar, aligned, judged_crop, validation_faces  # noqa: E402
+from real_faces import (SAME_PERSON, SHARED, Photo, _read_tar, aligned, judged_crop, tuned_faces,  # noqa: E402
+                        validation_faces)
 
 #: (width, height, stiffness) of the local steps tried: ellipse half-axes in eye distances
 SETTINGS = ((0.8, 0.4, 0.1), (1.0, 0.5, 0.1), (1.0, 0.5, 0.01), (1.2, 0.6, 0.1), (1.5, 0.8, 0.1))
@@ -81,17 +80,14 @@ def main() -> int:
     real = real_readings(pack, read, args.celeba)
     faces = validation_faces(pack, args.celeba)
     x, codes, judge = faces.x, faces.codes, faces.judge
-    tuned = idinvert.refine(x, codes, pack, pack_refine_config(pack, steps=args.refine_steps), batch_size=16).tuned
-    render = code_renderer(pack.generator, tuned)
-    rows = torch.arange(len(codes))
-    recon = render(codes, rows)
+    tuned, render, rows, recon = tuned_faces(pack, x, codes, args.refine_steps)
     _, recon_male = judge.age_gender(judge.tight(recon, faces.crop))
     framing = pack.config["framing"]
     (lx, ly), (rx, ry) = framing["eye_left"], framing["eye_right"]
     eyes, center = math.hypot(rx - lx, ry - ly), ((lx + rx) / 2, (ly + ry) / 2)
     smallest = min(SETTINGS)
     region = outside_ellipse(pack.resolution, center, (smallest[0] * eyes, smallest[1] * eyes)).bool()
-    boundary = boundary_step(load_boundary(pack.boundary_file("eyeglasses"), pack.code_shape), pack.code_shape)
+    boundary = pack_step(pack, "eyeglasses")
     steps = {"boundary": boundary}
     for w, h, s in SETTINGS:
         keep = outside_ellipse(pack.resolution, center, (w * eyes, h * eyes))

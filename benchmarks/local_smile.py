@@ -25,17 +25,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import idinvert
 from idinvert.attributes import load_predictor
-from idinvert.attributes.amounts import Amount, attribute_reader, code_renderer, edit_steps, solve_distances
+from idinvert.attributes.amounts import Amount, attribute_reader, edit_steps, solve_distances
 from idinvert.engine.editing import outside_ellipse
-from idinvert.engine.refine import pack_refine_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
-from real_faces import SAME_PERSON, validation_faces  # noqa: E402
+from real_faces import SAME_PERSON, tuned_faces, validation_faces  # noqa: E402
 
 #: (width, height, stiffness) tried besides the pack's own setting
 SETTINGS = ((1.5, 0.8, 0.003), (1.5, 0.8, 0.01), (1.5, 0.8, 0.03), (1.5, 0.8, 0.1), (1.5, 0.8, 0.3),
@@ -63,10 +61,7 @@ def main() -> int:
         raise SystemExit(f"{pack.name} has no local smile setting to compare against")
     faces = validation_faces(pack, args.celeba)
     x, codes = faces.x, faces.codes
-    tuned = idinvert.refine(x, codes, pack, pack_refine_config(pack, steps=args.refine_steps), batch_size=16).tuned
-    render = code_renderer(pack.generator, tuned)
-    rows = torch.arange(len(codes))
-    start_images = render(codes, rows)
+    tuned, render, rows, start_images = tuned_faces(pack, x, codes, args.refine_steps)
     reader = attribute_reader(load_predictor(pack), "smile")
     region = pack.local_edit("smile")
     keep = outside_ellipse(pack.resolution, region["center"], region["radii"]).bool()

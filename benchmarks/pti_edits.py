@@ -25,11 +25,11 @@ import torch
 
 import idinvert
 from idinvert.attributes import load_predictor
-from idinvert.attributes.amounts import Amount, attribute_reader, solve_distances
+from idinvert.attributes.amounts import Amount, attribute_reader, code_renderer, pack_step, solve_distances
 from idinvert.metrics import lpips_distance
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_faces import Judge, boundary_direction, held_out, renderer  # noqa: E402
+from real_faces import Judge, held_out  # noqa: E402
 
 #: tuning variants: name → RefineConfig keyword arguments (on top of the CLI's settings)
 VARIANTS = {
@@ -46,14 +46,14 @@ D = 3.0
 
 
 def measure(pack, x, codes, tuned, predictor, judge: Judge, crop, photo_desc) -> dict:
-    render = renderer(pack, tuned)
+    render = code_renderer(pack.generator, tuned, batch_size=32)
     n = len(codes)
     rows = torch.arange(n)
     recon = render(codes, rows)
     out = {"lpips": float(lpips_distance(recon.clamp(-1, 1), x).mean()),
            "identity_distance": float((judge.descriptors(judge.tight(recon, crop)) - photo_desc).norm(dim=1).median())}
     for attribute in EDITED:
-        step = boundary_direction(pack, attribute)
+        step = pack_step(pack, attribute)
         lo, hi = render(codes - D * step, rows), render(codes + D * step, rows)
         read = attribute_reader(predictor, attribute)
         out[f"{attribute}_predictor_change"] = float((read(hi) - read(lo)).mean())
@@ -62,17 +62,18 @@ def measure(pack, x, codes, tuned, predictor, judge: Judge, crop, photo_desc) ->
             a_hi, _ = judge.age_gender(judge.tight(hi, crop))
             a_lo, _ = judge.age_gender(judge.tight(lo, crop))
             out["age_judge_gap"] = float(np.median(a_hi - a_lo))
-    smile = solve_distances(attribute_reader(predictor, "smile"), render, codes, boundary_direction(pack, "smile"),
-                            Amount(to=0.9), attribute="smile")
-    smiled = render(codes + smile.distances.view(-1, 1, 1) * boundary_direction(pack, "smile"), rows)
+    smile_step, age_step = pack_step(pack, "smile"), pack_step(pack, "age")
+    smile = solve_distances(attribute_reader(predictor, "smile"), render, codes, smile_step, Amount(to=0.9),
+                            attribute="smile")
+    smiled = render(codes + smile.distances.view(-1, 1, 1) * smile_step, rows)
     dist = (judge.descriptors(judge.tight(smiled, crop)) - photo_desc).norm(dim=1)
     out["smile_distance_median"] = float(smile.distances.abs().median())
     out["smile_identity_kept"] = float((dist < 0.6).float().mean())
     ages = {}
     for sign in (-1, 1):
-        solved = solve_distances(attribute_reader(predictor, "age"), render, codes, boundary_direction(pack, "age"),
+        solved = solve_distances(attribute_reader(predictor, "age"), render, codes, age_step,
                                  Amount(by=15.0 * sign), attribute="age")
-        edited = render(codes + solved.distances.view(-1, 1, 1) * boundary_direction(pack, "age"), rows)
+        edited = render(codes + solved.distances.view(-1, 1, 1) * age_step, rows)
         ages[sign] = judge.age_gender(judge.tight(edited, crop))[0]
         out[f"age_{'plus' if sign > 0 else 'minus'}_reached"] = float(solved.reachable.float().mean())
     out["age_units_judge_gap"] = float(np.median(ages[1] - ages[-1]))

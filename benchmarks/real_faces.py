@@ -41,6 +41,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -50,15 +51,14 @@ from PIL import Image
 import idinvert
 from idinvert.align import align_face, detect_faces, framing_from_config, utkface_framing
 from idinvert.attributes import load_predictor
-from idinvert.attributes.amounts import Amount, attribute_reader, edit_steps, solve_distances
+from idinvert.attributes.amounts import (Amount, attribute_reader, code_renderer, edit_steps, pack_step,
+                                         solve_distances)
 from idinvert.attributes.predictor import crop_between, crop_square
-from idinvert.boundaries import load_boundary
-from idinvert.engine.editing import manipulate
 from idinvert.engine.refine import pack_refine_config
+from idinvert.engine.tuned import TunedWeights
 from idinvert.images import tensor_to_uint8, to_rgb
 from idinvert.metrics import lpips_distance, mse
 from idinvert.metrics.identity import face_descriptors
-from idinvert.engine.tuned import synthesize, synthesize_tuned
 from idinvert.evaluation.plots import labelled_grid
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -173,6 +173,24 @@ def validation_faces(pack, count: int) -> ValidationFaces:
     return ValidationFaces(x, missed, crop, judge, judge.descriptors(judge.tight(x, crop)), in_domain_codes(pack, x))
 
 
+class TunedFaces(NamedTuple):
+    """Photos' generators tuned as the demo tunes them, ready to render edits (unpacks as a tuple)."""
+
+    tuned: TunedWeights
+    render: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # codes [k, L, C], photo rows [k] → images
+    rows: torch.Tensor  # [N] every photo's row
+    recon: torch.Tensor  # [N, 3, R, R] the tuned reconstructions
+
+
+def tuned_faces(pack, x: torch.Tensor, codes: torch.Tensor, steps: int) -> TunedFaces:
+    """Each photo's generator tuned with the pack's settings (at most ``steps`` steps, PTI's early stop), as
+    the demo and the editor tune it, with a renderer through them and the reconstructions."""
+    tuned = idinvert.refine(x, codes, pack, pack_refine_config(pack, steps=steps), batch_size=16).tuned
+    render = code_renderer(pack.generator, tuned)
+    rows = torch.arange(len(codes))
+    return TunedFaces(tuned, render, rows, render(codes, rows))
+
+
 # --- the judges ---------------------------------------------------------------------------------------------
 
 class Judge:
@@ -211,22 +229,9 @@ class Judge:
 
 # --- one pack, one mode -------------------------------------------------------------------------------------
 
-def boundary_direction(pack, attribute: str) -> torch.Tensor:
-    """The pack's boundary for ``attribute`` as a ``[L, C]`` step (zero on the layers it does not move)."""
-    boundary = load_boundary(pack.file(pack.config["boundaries"][attribute]), pack.code_shape)
-    return manipulate(torch.zeros(1, *pack.code_shape), boundary, distances=[1.0])[0, 0]
-
-
-def renderer(pack, tuned):
-    if tuned is None:
-        return lambda codes, rows: synthesize(pack.generator, codes, batch_size=32).cpu()
-    return lambda codes, rows: synthesize_tuned(pack.generator, tuned.select(rows), codes[:, None],
-                                                batch_size=32)[:, 0].cpu()
-
-
 def edits(pack, codes: torch.Tensor, tuned, predictor) -> dict:
     """The default path's edits in the attribute's units, plus the old fixed ±3 age edit."""
-    render = renderer(pack, tuned)
+    render = code_renderer(pack.generator, tuned, batch_size=32)
     out = {}
     male_now = attribute_reader(predictor, "gender")(render(codes, torch.arange(len(codes))))
     # the step of each edit as the library makes it (edit_steps: the pack's local smile where it has one);
@@ -253,7 +258,7 @@ def edits(pack, codes: torch.Tensor, tuned, predictor) -> dict:
         rows.extend((int(i), row) for i, row in zip(idx, solved.report()))
     out["gender"] = (images, sorted(rows))
     out["target_male"] = (male_now < 0.5).float()
-    age_step = boundary_direction(pack, "age")
+    age_step = pack_step(pack, "age")
     out["fixed_age"] = [render(codes + d * age_step, torch.arange(len(codes))) for d in (-3.0, 3.0)]
     return out
 

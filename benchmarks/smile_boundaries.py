@@ -38,16 +38,15 @@ import torch
 
 import idinvert
 from idinvert.attributes import load_predictor
-from idinvert.attributes.amounts import (Amount, attribute_reader, boundary_step, code_renderer, localized,
-                                         solve_distances)
+from idinvert.attributes.amounts import (Amount, attribute_reader, boundary_step, localized,
+                                         pack_step, solve_distances)
 from idinvert.attributes.boundary import project_out
 from idinvert.boundaries import Boundary, load_boundary
 from idinvert.engine.inversion import InversionConfig
-from idinvert.engine.refine import pack_refine_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
-from real_faces import SAME_PERSON, aligned, celeba_photos, judged_crop, validation_faces  # noqa: E402
+from real_faces import SAME_PERSON, aligned, celeba_photos, judged_crop, tuned_faces, validation_faces  # noqa: E402
 
 
 def labelled_file(text: str) -> tuple[str, Path]:
@@ -70,7 +69,7 @@ def real_smile_direction(pack, count: int) -> tuple[Boundary, dict]:
     logistic = LogisticRegression(C=0.1, max_iter=2000)
     accuracy = cross_val_score(logistic, codes, smiling, cv=KFold(5, shuffle=True, random_state=0)).mean()
     w = logistic.fit(codes, smiling).coef_[0]
-    gender = boundary_step(load_boundary(pack.boundary_file("gender"), pack.code_shape), pack.code_shape).numpy()
+    gender = pack_step(pack, "gender").numpy()
     w = project_out((w / np.linalg.norm(w)).reshape(1, 1, -1).astype(np.float32), gender[None])[0]
     w = w / np.linalg.norm(w)
     fit = {"photos": len(kept), "smiling": int(smiling.sum()), "cv_accuracy": round(float(accuracy), 3)}
@@ -101,10 +100,7 @@ def main() -> int:
         files[label] = None
     faces = validation_faces(pack, args.celeba)
     x, codes, judge = faces.x, faces.codes, faces.judge
-    tuned = idinvert.refine(x, codes, pack, pack_refine_config(pack, steps=args.refine_steps), batch_size=16).tuned
-    render = code_renderer(pack.generator, tuned)
-    rows = torch.arange(len(codes))
-    recon = render(codes, rows)
+    tuned, render, rows, recon = tuned_faces(pack, x, codes, args.refine_steps)
     predictor = load_predictor(pack)
     read_smile = attribute_reader(predictor, "smile")
     read_age = attribute_reader(predictor, "age")

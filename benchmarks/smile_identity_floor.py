@@ -38,12 +38,12 @@ import torch
 
 import idinvert
 from idinvert.attributes import load_predictor
-from idinvert.attributes.amounts import Amount, attribute_reader, code_renderer, edit_steps, solve_distances
-from idinvert.engine.refine import pack_refine_config
+from idinvert.attributes.amounts import Amount, attribute_reader, edit_steps, solve_distances
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
-from real_faces import SAME_PERSON, SHARED, Judge, Photo, _read_tar, aligned, in_domain_codes, judged_crop  # noqa: E402
+from real_faces import (SAME_PERSON, SHARED, Judge, Photo, _read_tar, aligned, in_domain_codes,  # noqa: E402
+                        judged_crop, tuned_faces)
 
 
 def triples(people: int) -> list[tuple[str, str, str]]:
@@ -98,10 +98,7 @@ def main() -> int:
 
     xa = x[[index[t[0]] for t in chosen]]
     codes = in_domain_codes(pack, xa)
-    tuned = idinvert.refine(xa, codes, pack, pack_refine_config(pack, steps=args.refine_steps), batch_size=16).tuned
-    render = code_renderer(pack.generator, tuned)
-    rows = torch.arange(len(codes))
-    recon = render(codes, rows)
+    tuned, render, rows, recon = tuned_faces(pack, xa, codes, args.refine_steps)
     read = attribute_reader(load_predictor(pack), "smile")
     readings = {"A (not smiling)": read(xa), "B (smiling)": read(x[[index[t[1]] for t in chosen]]),
                 "A's tuned reconstruction": read(recon)}

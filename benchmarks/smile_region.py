@@ -21,18 +21,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
 import idinvert
 from idinvert.attributes import load_predictor
-from idinvert.attributes.amounts import Amount, attribute_reader, code_renderer, edit_steps, solve_distances
+from idinvert.attributes.amounts import Amount, attribute_reader, edit_steps, solve_distances
 from idinvert.engine.editing import outside_ellipse
-from idinvert.engine.refine import pack_refine_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
-from real_faces import SAME_PERSON, validation_faces  # noqa: E402
+from real_faces import SAME_PERSON, tuned_faces, validation_faces  # noqa: E402
 
 SCALES = (1.0, 1.3)  # the mouth ellipse, times the pack's own half-axes
 FEATHER = 5  # px of the box blur on the mask's edge
@@ -53,10 +51,7 @@ def main() -> int:
         raise SystemExit(f"{pack.name} has no local smile, so no mouth region to split the edit with")
     faces = validation_faces(pack, args.celeba)
     x, codes, judge = faces.x, faces.codes, faces.judge
-    tuned = idinvert.refine(x, codes, pack, pack_refine_config(pack, steps=args.refine_steps), batch_size=16).tuned
-    render = code_renderer(pack.generator, tuned)
-    rows = torch.arange(len(codes))
-    recon = render(codes, rows)
+    tuned, render, rows, recon = tuned_faces(pack, x, codes, args.refine_steps)
     read = attribute_reader(load_predictor(pack), "smile")
     step = edit_steps(pack, "smile", codes, tuned)
     solved = solve_distances(read, render, codes, step, Amount(to=args.to), attribute="smile")

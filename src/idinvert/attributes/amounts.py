@@ -152,11 +152,16 @@ def boundary_step(boundary: Boundary, code_shape: tuple[int, int], layers=None) 
     return manipulate(torch.zeros(1, *code_shape), boundary, distances=[1.0], layers=layers)[0, 0]
 
 
+def pack_step(pack, attribute: str) -> torch.Tensor:
+    """The pack's boundary for ``attribute`` as its step ``[L, C]`` (``boundary_step``)."""
+    return boundary_step(load_boundary(pack.boundary_file(attribute), pack.code_shape), pack.code_shape)
+
+
 def edit_steps(pack, attribute: str, codes: torch.Tensor, tuned: TunedWeights | None = None, *,
                local: bool = True) -> torch.Tensor:
     """The step along which an edit of ``attribute`` in its units moves ``codes`` ``[N, L, C]``: the pack's
     boundary step ``[L, C]``, or its local version (``localized``)."""
-    step = boundary_step(load_boundary(pack.boundary_file(attribute), pack.code_shape), pack.code_shape).to(codes)
+    step = pack_step(pack, attribute).to(codes)
     return localized(pack, attribute, step, codes, tuned) if local else step
 
 
