@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,19 +34,25 @@ import torch.nn.functional as F
 
 import idinvert
 from idinvert.attributes import load_predictor
-from idinvert.attributes.amounts import attribute_reader, pack_step
-from idinvert.engine.editing import local_steps, outside_ellipse
+from idinvert.attributes.amounts import attribute_reader, localized, pack_step
+from idinvert.engine.editing import outside_ellipse
 from idinvert.images import save_image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
 from real_faces import (SAME_PERSON, SHARED, Photo, _read_tar, aligned, judged_crop, tuned_faces,  # noqa: E402
-                        validation_faces)
+                        validation_faces, with_local_edit)
 
 #: (width, height, stiffness) of the local steps tried: ellipse half-axes in eye distances
 SETTINGS = ((0.8, 0.4, 0.1), (1.0, 0.5, 0.1), (1.0, 0.5, 0.01), (1.2, 0.6, 0.1), (1.5, 0.8, 0.1))
 DISTANCES = (3.0, 4.5)  # 4.5: the largest |d| the demo and the editor show (amounts.SHOWN_BOUND)
 PICTURE_FACES = 8
+
+
+def glasses(pack, width: float, height: float, stiffness: float):
+    """``pack`` with a local glasses edit around the eyes of this setting (half-axes in eye distances)."""
+    return with_local_edit(pack, "eyeglasses", {"around": "eyes", "width": width, "height": height,
+                                                "stiffness": stiffness})
 
 
 def real_readings(pack, read, count: int) -> dict[str, dict]:
@@ -82,17 +87,14 @@ def main() -> int:
     x, codes, judge = faces.x, faces.codes, faces.judge
     tuned, render, rows, recon = tuned_faces(pack, x, codes, args.refine_steps)
     _, recon_male = judge.age_gender(judge.tight(recon, faces.crop))
-    framing = pack.config["framing"]
-    (lx, ly), (rx, ry) = framing["eye_left"], framing["eye_right"]
-    eyes, center = math.hypot(rx - lx, ry - ly), ((lx + rx) / 2, (ly + ry) / 2)
-    smallest = min(SETTINGS)
-    region = outside_ellipse(pack.resolution, center, (smallest[0] * eyes, smallest[1] * eyes)).bool()
+    smallest = min(SETTINGS)  # its ellipse is the region every step is measured on
+    ellipse = glasses(pack, *smallest).local_edit("eyeglasses")
+    region = outside_ellipse(pack.resolution, ellipse["center"], ellipse["radii"]).bool()
     boundary = pack_step(pack, "eyeglasses")
     steps = {"boundary": boundary}
-    for w, h, s in SETTINGS:
-        keep = outside_ellipse(pack.resolution, center, (w * eyes, h * eyes))
-        steps[f"local {w:g} × {h:g}, stiffness {s:g}"] = local_steps(pack.generator, codes, boundary, keep,
-                                                                     tuned=tuned, stiffness=s)
+    for w, h, s in SETTINGS:  # as the demo steps: the pack's local edit, here with each setting
+        steps[f"local {w:g} × {h:g}, stiffness {s:g}"] = localized(glasses(pack, w, h, s), "eyeglasses", boundary,
+                                                                   codes, tuned)
     results, pictures = {}, [recon[:PICTURE_FACES]]
     for label, step in steps.items():
         results[label] = {}

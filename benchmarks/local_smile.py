@@ -19,7 +19,6 @@ measured on one region.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -33,18 +32,11 @@ from idinvert.engine.editing import outside_ellipse
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_report  # noqa: E402
-from real_faces import SAME_PERSON, tuned_faces, validation_faces  # noqa: E402
+from real_faces import SAME_PERSON, tuned_faces, validation_faces, with_local_edit  # noqa: E402
 
 #: (width, height, stiffness) tried besides the pack's own setting
 SETTINGS = ((1.5, 0.8, 0.003), (1.5, 0.8, 0.01), (1.5, 0.8, 0.03), (1.5, 0.8, 0.1), (1.5, 0.8, 0.3),
             (1.5, 0.8, 1.0), (1.2, 0.7, 0.01), (2.0, 1.0, 0.01), (1.2, 0.7, 0.1), (2.0, 1.0, 0.1))
-
-
-def with_setting(pack, entry: dict | None):
-    """A shallow copy of ``pack`` whose config's smile edit is ``entry`` (None: along the boundary)."""
-    other = copy.copy(pack)
-    other.config = {**pack.config, "local_edits": {"smile": entry} if entry else {}}
-    return other
 
 
 def main() -> int:
@@ -74,7 +66,7 @@ def main() -> int:
     results = {}
     for label, entry in entries.items():
         t0 = time.perf_counter()
-        step = edit_steps(with_setting(pack, entry), "smile", codes, tuned, local=entry is not None)
+        step = edit_steps(with_local_edit(pack, "smile", entry), "smile", codes, tuned, local=entry is not None)
         solved = solve_distances(reader, render, codes, step, Amount(to=0.9), attribute="smile")
         edited = render(codes + solved.distances.view(-1, 1, 1) * step, rows)
         distance = faces.judge.distances(edited, faces.crop, faces.photo_desc).numpy()

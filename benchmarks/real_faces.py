@@ -32,6 +32,7 @@ UTKFace figures are broken down by its labels (gender, race, age band). Results:
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import io
 import json
@@ -171,6 +172,14 @@ def validation_faces(pack, count: int) -> ValidationFaces:
     x, _, missed = aligned(celeba_photos(count, split="val"), framing.with_size(pack.resolution))
     judge = Judge()
     return ValidationFaces(x, missed, crop, judge, judge.descriptors(judge.tight(x, crop)), in_domain_codes(pack, x))
+
+
+def with_local_edit(pack, attribute: str, entry: dict | None):
+    """A shallow copy of ``pack`` whose config's only local edit is ``entry`` for ``attribute`` (None: none, so
+    the edit goes along the boundary), for trying settings without writing a pack."""
+    other = copy.copy(pack)
+    other.config = {**pack.config, "local_edits": {attribute: entry} if entry else {}}
+    return other
 
 
 class TunedFaces(NamedTuple):

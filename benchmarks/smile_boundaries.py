@@ -90,8 +90,9 @@ def main() -> int:
     args = p.parse_args()
     start = time.perf_counter()
     pack = idinvert.load_pack(args.pack)
-    files = {f"the pack's ({', '.join(pack_conditions(pack)) or 'plain'})": pack.boundary_file("smile"),
-             **dict(args.extra)}
+    own = pack.boundary_file("smile")
+    conditions = load_boundary(own, pack.code_shape).meta.get("conditions", [])
+    files = {f"the pack's ({', '.join(conditions) or 'plain'})": own, **dict(args.extra)}
     boundaries = {label: load_boundary(file, pack.code_shape) for label, file in files.items()}
     fits = {}
     if args.real:
@@ -133,10 +134,6 @@ def main() -> int:
               "boundaries": results}
     write_report(args.out.with_suffix(".json"), report, markdown(report))
     return 0
-
-
-def pack_conditions(pack) -> list[str]:
-    return list(load_boundary(pack.boundary_file("smile"), pack.code_shape).meta.get("conditions", []))
 
 
 def markdown(report: dict) -> str:
