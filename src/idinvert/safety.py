@@ -20,11 +20,15 @@ cannot be forgotten by one of them (``docs/security.md`` lists the guarantees an
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import pickle
+import pickletools
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -371,7 +375,6 @@ def load_npz(path: Path, what: str | None = None, *, error: type[IdinvertError] 
     """Every array of an ``.npz`` file (``np.savez``), each header checked as ``load_npy`` checks one —
     a dtype of ``kinds`` (never objects), a size within ``max_bytes`` in all and within the member's
     data — before anything is allocated; a truncated, empty or foreign file is one line."""
-    import zipfile
 
     what = what or str(path)
     total = 0
@@ -452,7 +455,6 @@ def scan_pickle(stream, what: str, *, error: type[IdinvertError] = ConfigError, 
     refuse it when an object it builds would hold more than ``max_nodes`` nodes or ``max_bytes`` of
     strings, or nest deeper than ``max_depth``, counting every shared reference as often as it is
     used. Returns the node count of the result. Leaves ``stream`` after the pickle."""
-    import pickletools
 
     max_bytes = PICKLE_SLACK_BYTES if max_bytes is None else max_bytes
     stack: list[Any] = []
@@ -552,8 +554,6 @@ def read_pickle(data: bytes, what: str, *, find_class, error: type[IdinvertError
     """The one way idinvert unpickles: ``scan_pickle`` first, then an unpickler whose ``find_class``
     (module, name) → object raises ``PickleRefused`` for anything it does not allow; no other global
     is ever imported or called. Errors are one line of ``error``; ``refusal`` words a refused global."""
-    import io
-    import pickle
 
     buffer = io.BytesIO(data)
     scan_pickle(buffer, what, error=error, max_bytes=len(data) + PICKLE_SLACK_BYTES, max_depth=max_depth)
