@@ -452,18 +452,42 @@ def markdown(report: dict) -> str:
                 lines += [f"## UTKFace by group: {pack['pack']} {mode}", ""]
                 lines += table([("all", m["all"])] + list(m["groups"].items())) + [""]
     if default:
+        groups_ = next((m["groups"] for pack in report["packs"] if pack["pack"] == default["pack"]
+                        for mode, m in pack["sets"].get("utkface", {}).get("modes", {}).items()
+                        if mode == default["mode"] and "groups" in m), {})
         lines += [f"## The default path ({default['pack']} {default['mode']}) against its targets", "",
+                  "In brackets: the 95 % Wilson interval of each share over its n photos (for a group, its own n) — "
+                  "how far the figure could move on other photos of the same kind.", "",
                   "| measure | target | CelebA | UTKFace | worst UTKFace group (gap to overall) |", "|---|---|---|---|---|"]
         for key, (op, bound) in TARGETS.items():
             cells = []
             for set_name in ("celeba", "utkface"):
                 s = default["figures"].get(set_name, {})
-                cells.append(fmt(s.get(key), "{:.3f}" if key == "lpips" else "{:.0%}" if key != "age_corr" else "{:.2f}"))
+                cells.append(fmt(s.get(key), "{:.3f}" if key == "lpips" else "{:.2f}") if key in ("lpips", "age_corr")
+                             else share_with_interval(s.get(key), s.get("count")))
             worst = default["worst_group"].get(key)
+            group = groups_.get(worst["group"], {}) if worst else {}
             lines.append(f"| {key} | {op} {bound:g} | {cells[0]} | {cells[1]} | "
-                         f"{worst['group'] + ' ' + fmt(worst['gap'], '{:+.0%}') if worst else '–'} |")
+                         + (f"{worst['group']} {fmt(worst['gap'], '{:+.0%}')}: "
+                            f"{share_with_interval(group.get(key), group.get('count'))} of {group.get('count', '–')}"
+                            if worst else "–") + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def wilson(share_: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95 % for z = 1.96) of a share measured on ``n`` photos."""
+    centre = (share_ + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(share_ * (1 - share_) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def share_with_interval(share_, n) -> str:
+    """``47% (31–64)``: a share and its 95 % Wilson interval, or – where either is missing."""
+    if share_ is None or not n or (isinstance(share_, float) and math.isnan(share_)):
+        return "–"
+    lo, hi = wilson(share_, n)
+    return f"{share_:.0%} ({lo * 100:.0f}–{hi * 100:.0f})"
 
 
 def worst_groups(groups_: dict[str, dict], overall: dict) -> dict:
