@@ -62,6 +62,9 @@ from idinvert.metrics import lpips_distance, mse
 from idinvert.metrics.identity import face_descriptors
 from idinvert.evaluation.plots import labelled_grid
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 JUDGE_SIZE = 200  # px of the tight crops every model judges (UTKFace's own crop size)
 RACES = ("White", "Black", "Asian", "Indian", "Other")
@@ -565,7 +568,7 @@ def main() -> int:
         pictures[name] = pics
     default_name = idinvert.load_pack().name
     report = {"command": "python benchmarks/real_faces.py " + " ".join(sys.argv[1:]),
-              "machine": f"{torch.get_num_threads()}-thread CPU ({__import__('platform').processor() or 'x86-64'})",
+              "machine": machine(),
               "date": time.strftime("%Y-%m-%d"), "seconds": time.perf_counter() - start, "packs": packs}
     mode = "pti" if "pti" in args.modes else args.modes[0]
     for pack in packs:
