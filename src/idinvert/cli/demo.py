@@ -19,34 +19,27 @@ import argparse
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from PIL import Image
 
+from ..assets import PORTRAIT, bundled_portrait
 from ..attributes import load_predictor
-from ..attributes.amounts import (SHOWN_BOUND, Amount, SolvedAmounts, attribute_reader, code_renderer, edit_steps,
-                                  format_value, plain_name, predictor_measures, solve_distances)
-from ..engine.editing import interpolate
 from ..engine.inversion import MAX_STEPS, InversionConfig, default_batch_size, encode
 from ..engine.refine import RefineResult, pack_refine_config
-from ..engine.tuned import TunedWeights, synthesize_tuned, tuned_between
-from ..errors import ConfigError
 from ..fileio import StagedOutput, atomic_path, check_output_dir
 from ..images import RESAMPLE, save_image, tensor_to_uint8
 from ..report import Report, environment, write_outputs
 from ..safety import check_int, check_seed, safe_name
+from ..showcase import (STRENGTHS, ShowcaseEdit, interpolation_images, plan_edits, render_edits, solve_edits,
+                        sweep_images)
 from .common import add_device, add_model, add_quiet, open_pack, run_inversion
 from .photos import align_photos, paste_faces
 from .refining import MAX_REFINE_STEPS, REFINE_BATCH, run_refinement
 
-STRENGTHS = (-3.0, -1.5, 1.5, 3.0)  # raw distances, for packs without an attribute predictor
-AGE_YEARS = 15.0  # the age edits: this many years younger and older than the person's predicted age
-ON, OFF = 0.9, 0.1  # probabilities of "smile on", "smile off", "glasses on", the other gender
 DEMO_REFINE_STEPS = 60  # tuning steps at most (PTI stops earlier once LPIPS ≤ its threshold): the time budget
-SWEEP_FRAMES = 13  # frames of the GIF (played forwards, then backwards)
 SWEEP_SIZE = 256  # side of the GIF in pixels
 FACE_CELL = 192  # tile side of faces in sheet.png
 SECTIONS = ("align", "encoder", "inversion", "tuning", "edits", "writing")
@@ -68,15 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device(p)
     add_quiet(p)
     p.set_defaults(run=run)
-
-
-def bundled_portrait() -> Image.Image:
-    try:
-        from skimage import data
-    except ImportError:
-        raise ConfigError("the bundled portrait comes from scikit-image: pip install scikit-image "
-                          "(or pass --photo FILE)") from None
-    return Image.fromarray(data.astronaut())
 
 
 class Timer:
@@ -103,62 +87,6 @@ class Timer:
         if self.running is not None:
             seconds[self.running[0]] += now - self.running[1]
         return {**{k: round(v, 2) for k, v in seconds.items()}, "total": round(now - self.began, 2)}
-
-
-@dataclass
-class DemoEdit:
-    """One edit of the demo: an amount in the attribute's units, or a raw distance."""
-
-    key: str  # file-name part: age_plus15y, smile_on, gender_other, age_d+3 …
-    attribute: str
-    amount: Amount | None = None  # None: the raw distance below
-    distance: float = 0.0
-    solved: SolvedAmounts | None = None  # per face, once solved
-    distances: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # [F]
-
-    def label(self) -> str:
-        """The row label, for the face shown (the first): what was asked, and what it reached (plain ASCII:
-        the contact sheet's font has no arrows)."""
-        name = plain_name(self.attribute)
-        if self.solved is None:
-            return f"{name} d = {self.distance:+g} (raw distance: no predictor reads {self.attribute})"
-        s, unit = self.solved, self.solved.unit
-        start, target, reached = float(s.start[0]), float(s.target[0]), float(s.reached[0])
-        if self.amount.by is not None:
-            text = f"{name} {self.amount.by:+g} y (reached {format_value(reached, unit)}"
-        elif self.attribute == "gender":
-            text = (f"Other gender ({'male' if target > 0.5 else 'female'} {format_value(start, unit)} to "
-                    f"{format_value(reached, unit)}")
-        else:
-            text = f"{name} {'on' if target > 0.5 else 'off'} (reached {format_value(reached, unit)}"
-        text += f"; d = {float(self.distances[0]):+.2f})"
-        if not bool(s.reachable[0]):
-            text += f", aimed at {format_value(target, unit)}: not reached within |d| <= {s.bound:g}"
-        return text
-
-
-def plan_edits(attributes: list[str], predictor) -> list[DemoEdit]:
-    """The demo's edits for the pack's boundaries: age ∓15 years, smile off and on, the other gender,
-    glasses and every other measured attribute to the other side; raw ±3 where nothing measures."""
-    if predictor is None:  # the whole page in raw distances, as before units: every strength per attribute
-        return [DemoEdit(f"{safe_name(name, 'attribute')}_{d:+g}", name, distance=d)
-                for name in attributes for d in STRENGTHS]
-    order = {"age": 0, "gender": 1, "smile": 2, "eyeglasses": 3}
-    edits = []
-    for name in sorted(attributes, key=lambda a: (order.get(a, len(order)), a)):
-        key = safe_name(name, "attribute")
-        if not predictor_measures(predictor, name):
-            edits += [DemoEdit(f"{key}_d{d:+g}", name, distance=d) for d in (STRENGTHS[0], STRENGTHS[-1])]
-        elif name == "age":
-            edits += [DemoEdit(f"age_{word}{AGE_YEARS:g}y", name, Amount(by=sign * AGE_YEARS))
-                      for word, sign in (("minus", -1.0), ("plus", 1.0))]
-        elif name == "smile":
-            edits += [DemoEdit("smile_off", name, Amount(to=OFF)), DemoEdit("smile_on", name, Amount(to=ON))]
-        elif name == "eyeglasses":
-            edits.append(DemoEdit("eyeglasses_on", name, Amount(to=ON)))
-        else:
-            edits.append(DemoEdit(f"{key}_other", name, Amount(flip=ON)))
-    return edits
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,10 +125,10 @@ def run(args: argparse.Namespace) -> int:
         with timer("edits"):
             predictor = load_predictor(pack) if pack.config.get("predictor") else None
             edits = plan_edits(sorted(pack.boundary_files()), predictor)
-            steps = _solve(pack, predictor, codes, tuned, edits)
-            edit_images = _render_edits(pack, codes, tuned, edits, steps)  # [F, E, 3, R, R]
-            mix_images = _interpolation_images(pack, codes, tuned, args.seed)  # [4, 3, R, R]
-            sweep_name, sweep_images = _sweep_images(pack, codes, tuned, edits, steps)
+            steps = solve_edits(pack, predictor, codes, tuned, edits)
+            edit_images = render_edits(pack, codes, tuned, edits, steps)  # [F, E, 3, R, R]
+            mix_images = interpolation_images(pack, codes, tuned, args.seed)  # [4, 3, R, R]
+            sweep_name, sweep_frames = sweep_images(pack, codes, tuned, edits, steps)
         with timer("writing"):
             intro = _write_inversion(folder, pack, aligned, result, refined)
             tables = [intro]
@@ -212,11 +140,11 @@ def run(args: argparse.Namespace) -> int:
                          headers=["t = 0", "t = 1/3", "t = 2/3", "t = 1"])
             mix.add_row("face", _save_all(folder, mix_images, "interpolation_{k}_face.png"))
             tables.append(mix)
-            if sweep_images is not None:
-                _write_gif(folder / "sweep.gif", sweep_images)
+            if sweep_frames is not None:
+                _write_gif(folder / "sweep.gif", sweep_frames)
                 tables.append(Report(title="Animated", headers=[sweep_name]))
                 tables[-1].add_row("sweep", ["sweep.gif"])
-            manifest = {"verb": "demo", "photo": str(args.photo or "scikit-image astronaut (public domain)"),
+            manifest = {"verb": "demo", "photo": str(args.photo or PORTRAIT),
                         "faces": aligned.names, "model": pack.identity(), "steps": args.steps,
                         "strengths": list(STRENGTHS), "attributes": sorted(pack.boundary_files()),
                         "sweep": sweep_name, "losses": result.final_losses(),
@@ -239,71 +167,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- the edits --------------------------------------------------------------------------------------------
-
-def _solve(pack, predictor, codes: torch.Tensor, tuned: TunedWeights | None,
-           edits: list[DemoEdit]) -> dict[str, torch.Tensor]:
-    """Each edit's distance per face (``edit.distances`` ``[F]``), measured on what the page shows (the
-    tuned generators' images when tuned); returns each attribute's step: the boundary's ``[L, C]``, or one per
-    face ``[F, L, C]`` where the pack edits the attribute locally (``edit_steps``)."""
-    render = code_renderer(pack.generator, tuned)
-    steps = {a: edit_steps(pack, a, codes, tuned) for a in sorted({e.attribute for e in edits})}
-    readers = {}
-    for edit in edits:
-        if edit.amount is None:
-            edit.distances = torch.full((codes.shape[0],), edit.distance)
-            continue
-        read = readers.setdefault(edit.attribute, attribute_reader(predictor, edit.attribute))
-        edit.solved = solve_distances(read, render, codes, steps[edit.attribute], edit.amount,
-                                      attribute=edit.attribute, bound=SHOWN_BOUND)
-        edit.distances = edit.solved.distances
-    return steps
-
-
-def _render_edits(pack, codes: torch.Tensor, tuned: TunedWeights | None, edits: list[DemoEdit],
-                  steps: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Every edit of every face in one batched rendering: ``[F, E, 3, R, R]`` on the CPU."""
-    if not edits:
-        return torch.empty(codes.shape[0], 0, 3, pack.resolution, pack.resolution)
-    moved = torch.stack([codes + e.distances.to(codes).view(-1, 1, 1) * steps[e.attribute] for e in edits], dim=1)
-    return synthesize_tuned(pack.generator, tuned, moved, batch_size=16).cpu()  # codes [F, E, L, C]
-
-
-def _interpolation_images(pack, codes: torch.Tensor, tuned: TunedWeights | None, seed: int) -> torch.Tensor:
-    """The first face towards a truncated sample of the model; a tuned generator fades to the pack's."""
-    g = pack.generator
-    z = torch.randn(1, g.z_dim, generator=torch.Generator().manual_seed(seed)).to(pack.device)
-    with torch.no_grad():
-        other = g.sample_codes(z, truncation_psi=0.7)  # a typical generated face (truncated towards the mean)
-    path = interpolate(codes[:1], other, steps=len(STRENGTHS) - 2)[0, 0]  # [4, L, C]
-    weights = torch.linspace(0, 1, len(path))
-    between = tuned_between(g, tuned.select([0]) if tuned is not None else None, None, weights)
-    return synthesize_tuned(g, between, path[:, None])[:, 0].cpu() if between is not None \
-        else synthesize_tuned(g, None, path).cpu()
-
-
-def _sweep_images(pack, codes: torch.Tensor, tuned: TunedWeights | None, edits: list[DemoEdit],
-                  steps: dict[str, torch.Tensor]) -> tuple[str | None, torch.Tensor | None]:
-    """Frames of the first face along one edit: from age −15 to +15 years when measured, else from d = −3
-    to +3 along the first boundary (age when the pack has it)."""
-    if not edits:
-        return None, None
-    ends = [e for e in edits if e.attribute == "age" and e.amount is not None]
-    if len(ends) == 2:
-        attribute, lo, hi = "age", float(ends[0].distances[0]), float(ends[1].distances[0])
-        name = f"age from {ends[0].amount.by:+g} to {ends[1].amount.by:+g} years (d {lo:+.2f} to {hi:+.2f})"
-    else:
-        attribute = "age" if any(e.attribute == "age" for e in edits) else edits[0].attribute
-        lo, hi = STRENGTHS[0], STRENGTHS[-1]
-        name = f"{safe_name(attribute, 'attribute')} from {lo:+g} to {hi:+g}"
-    distances = torch.linspace(lo, hi, SWEEP_FRAMES).to(codes)
-    step = steps[attribute] if steps[attribute].ndim == 2 else steps[attribute][0]  # the first face's
-    frames = codes[:1, None] + distances.view(1, -1, 1, 1) * step  # [1, K, L, C]
-    return name, synthesize_tuned(pack.generator, tuned.select([0]) if tuned is not None else None, frames,
-                                  batch_size=16)[0].cpu()
-
-
-def _edit_entry(edit: DemoEdit, names: list[str]) -> dict:
+def _edit_entry(edit: ShowcaseEdit, names: list[str]) -> dict:
     entry = {"key": edit.key, "attribute": edit.attribute, "label": edit.label()}
     if edit.solved is None:
         return entry | {"distance": edit.distance}
@@ -344,7 +208,7 @@ def _write_inversion(folder: Path, pack, aligned, result, refined: RefineResult 
     return report
 
 
-def _write_unit_edits(folder: Path, aligned, edits: list[DemoEdit], images: torch.Tensor, tuned: bool) -> Report:
+def _write_unit_edits(folder: Path, aligned, edits: list[ShowcaseEdit], images: torch.Tensor, tuned: bool) -> Report:
     """One row per edit, labelled in its units: the reconstruction, the edit and the photo with it."""
     recon = f"{aligned.names[0]}_{'pti' if tuned else 'inv'}.png"
     report = Report(title="Edits in the attribute's own units, found for this face with the pack's attribute "
@@ -357,7 +221,7 @@ def _write_unit_edits(folder: Path, aligned, edits: list[DemoEdit], images: torc
     return report
 
 
-def _write_raw_edits(folder: Path, aligned, edits: list[DemoEdit], images: torch.Tensor) -> Report:
+def _write_raw_edits(folder: Path, aligned, edits: list[ShowcaseEdit], images: torch.Tensor) -> Report:
     """Without a predictor: one row per attribute at d = −3, −1.5, the reconstruction, +1.5, +3, then the
     photo with the +3 edit pasted back (``edits`` holds each attribute's STRENGTHS in order)."""
     report = Report(title="Edits of the reconstruction along each attribute's boundary, in raw distances d "

@@ -4,13 +4,13 @@ the sessions behind one app (``ServerState``, ``app.extensions["idinvert"]``).""
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from PIL import Image
 
+from ..assets import bundled_portrait, bundled_portrait_available
 from ..engine.inversion import MAX_STEPS
 from ..images import MAX_PIXELS
 from ..safety import check_float, check_int
@@ -57,16 +57,8 @@ class ServerOptions:
 
 
 def default_samples() -> dict[str, Sample]:
-    """Photos offered without an upload: scikit-image's astronaut (Eileen Collins, NASA, public domain)."""
-    if importlib.util.find_spec("skimage") is None:
-        return {}
-
-    def astronaut() -> Image.Image:
-        from skimage import data
-
-        return Image.fromarray(data.astronaut())
-
-    return {"astronaut": astronaut}
+    """Photos offered without an upload: the bundled portrait (``assets.bundled_portrait``), where it loads."""
+    return {"astronaut": bundled_portrait} if bundled_portrait_available() else {}
 
 
 @dataclass(eq=False)
