@@ -51,7 +51,7 @@ def measure(pack, x, codes, tuned, predictor, judge: Judge, crop, photo_desc) ->
     rows = torch.arange(n)
     recon = render(codes, rows)
     out = {"lpips": float(lpips_distance(recon.clamp(-1, 1), x).mean()),
-           "identity_distance": float((judge.descriptors(judge.tight(recon, crop)) - photo_desc).norm(dim=1).median())}
+           "identity_distance": float(judge.distances(recon, crop, photo_desc).median())}
     for attribute in EDITED:
         step = pack_step(pack, attribute)
         lo, hi = render(codes - D * step, rows), render(codes + D * step, rows)
@@ -66,7 +66,7 @@ def measure(pack, x, codes, tuned, predictor, judge: Judge, crop, photo_desc) ->
     smile = solve_distances(attribute_reader(predictor, "smile"), render, codes, smile_step, Amount(to=0.9),
                             attribute="smile")
     smiled = render(codes + smile.distances.view(-1, 1, 1) * smile_step, rows)
-    dist = (judge.descriptors(judge.tight(smiled, crop)) - photo_desc).norm(dim=1)
+    dist = judge.distances(smiled, crop, photo_desc)
     out["smile_distance_median"] = float(smile.distances.abs().median())
     out["smile_identity_kept"] = float((dist < 0.6).float().mean())
     ages = {}

@@ -455,9 +455,8 @@ def markdown(report: dict) -> str:
                 lines += [f"## UTKFace by group: {pack['pack']} {mode}", ""]
                 lines += table([("all", m["all"])] + list(m["groups"].items())) + [""]
     if default:
-        groups_ = next((m["groups"] for pack in report["packs"] if pack["pack"] == default["pack"]
-                        for mode, m in pack["sets"].get("utkface", {}).get("modes", {}).items()
-                        if mode == default["mode"] and "groups" in m), {})
+        entry = next((pack for pack in report["packs"] if pack["pack"] == default["pack"]), {})
+        groups_ = entry.get("sets", {}).get("utkface", {}).get("modes", {}).get(default["mode"], {}).get("groups", {})
         lines += [f"## The default path ({default['pack']} {default['mode']}) against its targets", "",
                   "In brackets: the 95 % Wilson interval of each share over its n photos (for a group, its own n) — "
                   "how far the figure could move on other photos of the same kind.", "",
